@@ -1,0 +1,76 @@
+# Entry points: `make site` (the sandbox) and `make test` (everything CI runs).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+BIN         := $(VENV)/bin
+export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
+export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
+export PATH            := $(CURDIR)/$(BIN):$(PATH)
+IMAGES      := 12:bookworm 13:trixie
+SCENARIOS   ?= default
+
+.PHONY: help deps venv images site sandbox sandbox-destroy lint unit test molecule bench clean
+
+help:
+	@echo "make site             create the local sandbox and provision it (site.yml)"
+	@echo "make test             lint, unit tests and every Molecule scenario (what CI runs)"
+	@echo "make sandbox-destroy  remove the sandbox containers"
+	@echo "make lint | unit | molecule | bench"
+
+deps: .stamps/apt venv
+
+.stamps/apt: scripts/install-deps
+	scripts/install-deps
+	@mkdir -p .stamps && touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt | .stamps/apt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(BIN)/ansible-galaxy collection install -r requirements.yml
+	touch $@
+
+images: .stamps/apt
+	@for spec in $(IMAGES); do \
+	  scripts/build-image "$${spec#*:}" "localhost/bundle-debian:$${spec%%:*}" || exit 1; \
+	done
+
+sandbox: deps images
+	$(BIN)/ansible-playbook playbooks/sandbox.yml -i inventory/sandbox
+
+site: sandbox
+	$(BIN)/ansible-playbook site.yml -i inventory/sandbox
+	@echo
+	@echo "Management UI: http://127.0.0.1:15672/  (user: admin)"
+	@echo "Admin password: cat .sandbox/rabbitmq_admin_password"
+	@echo "App user 'app' on vhost 'app': cat .sandbox/rabbitmq_app_password"
+
+sandbox-destroy: deps
+	$(BIN)/ansible-playbook playbooks/sandbox-destroy.yml -i inventory/sandbox
+
+lint: deps
+	$(BIN)/yamllint --strict .
+	$(BIN)/ansible-lint --profile production
+
+unit: deps
+	$(BIN)/pytest -q tests/unit
+
+molecule: deps images
+	@for s in $(SCENARIOS); do \
+	  echo "=== molecule test -s $$s"; \
+	  start=$$(date +%s); \
+	  $(BIN)/molecule test -s $$s || exit 1; \
+	  echo "=== scenario $$s passed in $$(( $$(date +%s) - start )) s"; \
+	done
+
+test: lint unit molecule
+
+bench: sandbox
+	$(PY) bench/converge.py
+
+clean:
+	rm -rf .stamps

@@ -1,0 +1,5 @@
+import sys
+
+from account_worker.main import main
+
+sys.exit(main())

@@ -1,0 +1,197 @@
+"""Everything that talks AMQP: connecting, topology, and the republishing helpers.
+
+Only the I/O thread may call these (pika is not thread-safe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random as _random
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from account_worker.backoff import backoff_delay
+from account_worker.batch import Delivery
+from account_worker.config import Config
+from account_worker.logsetup import LOGGER_NAME, log_event
+from account_worker.messages import ATTEMPT_HEADER
+from account_worker.redact import redact_url
+
+# Errors after which the connection (and every delivery tag on it) is gone.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
+# A publish the broker refused or could not route; the connection is still fine.
+PUBLISH_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.UnroutableError, pika.exceptions.NackError)
+
+REASON_HEADER = "x-worker-reason"
+FAILED_AT_HEADER = "x-worker-failed-at"
+ORIGINAL_QUEUE_HEADER = "x-original-queue"
+# Broker-side redelivery cap on the main queue: only requeues count (crashes, database
+# outages - at most one per outage per in-flight message); retries are new messages.
+DELIVERY_LIMIT = 50
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 30.0
+
+
+def connection_name() -> str:
+    return f"account-worker@{socket.gethostname()}:{os.getpid()}"
+
+
+def connection_parameters(url: str, cfg: Config) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.heartbeat = cfg.heartbeat
+    params.blocked_connection_timeout = max(60.0, 2.0 * cfg.heartbeat)
+    params.connection_attempts = 1
+    params.socket_timeout = 10.0
+    params.client_properties = {"connection_name": connection_name(), "product": "account-worker"}
+    if params.ssl_options is not None and params.ssl_options.server_hostname is None:
+        params.ssl_options = pika.SSLOptions(params.ssl_options.context, server_hostname=params.host)
+    return params
+
+
+def connect(
+    cfg: Config,
+    stop: threading.Event,
+    *,
+    factory: Callable[[pika.URLParameters], Any] = pika.BlockingConnection,
+    sleep: Callable[[float], Any] | None = None,
+    random: Callable[[], float] = _random.random,
+    logger: logging.Logger | None = None,
+) -> Any | None:
+    """Try each URL in turn, backing off (capped, full jitter) after every failed round.
+
+    Returns an open connection, or None once `stop` is set.
+    """
+    log = logger or logging.getLogger(LOGGER_NAME)
+    wait = sleep or stop.wait
+    rounds = 0
+    while not stop.is_set():
+        for url in cfg.amqp_urls:
+            if stop.is_set():
+                return None
+            try:
+                conn = factory(connection_parameters(url, cfg))
+            except CONNECTION_ERRORS as exc:
+                log_event(log, logging.WARNING, "amqp_connect_failed", url=redact_url(url), error=_describe(exc))
+                continue
+            log_event(log, logging.INFO, "amqp_connected", url=redact_url(url))
+            return conn
+        delay = backoff_delay(rounds, base=BACKOFF_BASE, cap=BACKOFF_CAP, random=random)
+        rounds += 1
+        log_event(log, logging.WARNING, "amqp_unavailable", retry_in=f"{delay:.2f}s", round=rounds)
+        wait(delay)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or repr(exc)
+    return f"{type(exc).__name__}: {text}"
+
+
+def queue_arguments(cfg: Config) -> dict[str, dict[str, Any]]:
+    """x-arguments of the three queues, by queue name (also what the Ansible role must declare)."""
+    return {
+        cfg.queue: {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": cfg.dead_letter_exchange,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+            "x-delivery-limit": DELIVERY_LIMIT,
+        },
+        cfg.retry_queue: {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": cfg.queue,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+        cfg.dead_letter_queue: {"x-queue-type": "quorum"},
+    }
+
+
+def declare_topology(channel: Any, cfg: Config) -> None:
+    """Declare DLX (fanout) + DLQ, the main queue and the retry queue. Idempotent."""
+    arguments = queue_arguments(cfg)
+    channel.exchange_declare(exchange=cfg.dead_letter_exchange, exchange_type="fanout", durable=True)
+    for name in (cfg.dead_letter_queue, cfg.queue, cfg.retry_queue):
+        channel.queue_declare(queue=name, durable=True, arguments=arguments[name])
+    channel.queue_bind(queue=cfg.dead_letter_queue, exchange=cfg.dead_letter_exchange, routing_key="")
+
+
+def delivery_from_pika(method: Any, properties: Any, body: bytes, generation: int) -> Delivery:
+    headers = getattr(properties, "headers", None)
+    return Delivery(
+        tag=method.delivery_tag,
+        generation=generation,
+        body=body,
+        message_id=getattr(properties, "message_id", None),
+        headers=dict(headers) if headers else None,
+        reply_to=getattr(properties, "reply_to", None),
+        correlation_id=getattr(properties, "correlation_id", None),
+        properties=properties,
+    )
+
+
+def copy_properties(properties: Any, headers: Mapping[str, Any], **changes: Any) -> pika.BasicProperties:
+    """A new BasicProperties with every field of `properties`, extra headers and `changes`."""
+    fields = (
+        "content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
+        "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id",
+    )  # fmt: skip
+    values = {name: getattr(properties, name, None) for name in fields}
+    values["headers"] = {**(getattr(properties, "headers", None) or {}), **headers}
+    values.update(changes)
+    return pika.BasicProperties(**values)
+
+
+def publish_reply(channel: Any, delivery: Delivery, reply: Mapping[str, str]) -> None:
+    channel.basic_publish(
+        exchange="",
+        routing_key=delivery.reply_to,
+        body=json.dumps(dict(reply), separators=(",", ":")).encode("utf-8"),
+        properties=pika.BasicProperties(
+            content_type="application/json",
+            correlation_id=delivery.correlation_id,
+            message_id=delivery.message_id,
+        ),
+    )
+
+
+def publish_retry(channel: Any, cfg: Config, delivery: Delivery, next_attempt: int, delay_ms: int) -> None:
+    """Park a copy in the retry queue; it dead-letters back into the main queue after delay_ms."""
+    properties = copy_properties(
+        delivery.properties,
+        {ATTEMPT_HEADER: next_attempt},
+        expiration=str(delay_ms),
+        delivery_mode=pika.DeliveryMode.Persistent,
+    )
+    channel.basic_publish(
+        exchange="", routing_key=cfg.retry_queue, body=delivery.body, properties=properties, mandatory=True
+    )
+
+
+def publish_dead_letter(
+    channel: Any, cfg: Config, delivery: Delivery, reason: str, now: datetime | None = None
+) -> None:
+    """Publish a copy carrying the reason to the DLX (basic_reject cannot carry one)."""
+    failed_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    properties = copy_properties(
+        delivery.properties,
+        {REASON_HEADER: reason, FAILED_AT_HEADER: failed_at, ORIGINAL_QUEUE_HEADER: cfg.queue},
+        expiration=None,
+        delivery_mode=pika.DeliveryMode.Persistent,
+    )
+    channel.basic_publish(
+        exchange=cfg.dead_letter_exchange,
+        routing_key=cfg.queue,
+        body=delivery.body,
+        properties=properties,
+        mandatory=True,
+    )

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import pytest
+
+from account_worker.config import DEFAULT_ACTION, load_config
+from account_worker.errors import ConfigError
+
+
+def test_defaults(env):
+    cfg = load_config(env)
+    assert cfg.amqp_urls == ("amqp://worker:s3cret@rabbit1:5672/%2F", "amqps://worker:s3cret@rabbit2/vh")
+    assert cfg.database_url.startswith("postgresql://")
+    assert cfg.queue == "jobs"
+    assert cfg.dead_letter_exchange == "jobs.dlx"
+    assert cfg.retry_queue == "jobs.retry"
+    assert cfg.dead_letter_queue == "jobs.dlq"
+    assert (cfg.prefetch, cfg.batch_size, cfg.heartbeat) == (100, 50, 30)
+    assert (cfg.max_attempts, cfg.retry_delay_ms) == (5, 5000)
+    assert cfg.shutdown_grace == 5.0
+    assert cfg.apikey is None
+    assert cfg.action == DEFAULT_ACTION
+    assert cfg.declare_topology is False
+    assert cfg.log_level == "INFO"
+    assert cfg.host_cache_ttl == 30.0
+
+
+def test_retry_queue_follows_queue(env):
+    env["WORKER_QUEUE"] = "accounts"
+    assert load_config(env).retry_queue == "accounts.retry"
+    env["WORKER_RETRY_QUEUE"] = "custom.retry"
+    assert load_config(env).retry_queue == "custom.retry"
+
+
+def test_all_values_set(env):
+    env.update(
+        {
+            "WORKER_QUEUE": "q",
+            "WORKER_DEAD_LETTER_EXCHANGE": "q.dlx",
+            "WORKER_RETRY_QUEUE": "q.later",
+            "WORKER_PREFETCH": "10000",
+            "WORKER_BATCH_SIZE": "1",
+            "WORKER_HEARTBEAT": "600",
+            "WORKER_MAX_ATTEMPTS": "100",
+            "WORKER_RETRY_DELAY_MS": "0",
+            "WORKER_SHUTDOWN_GRACE": "6.5",
+            "WORKER_APIKEY": "k3y",
+            "WORKER_ACTION": "mypkg.mod:run",
+            "WORKER_DECLARE_TOPOLOGY": "yes",
+            "WORKER_LOG_LEVEL": "debug",
+            "WORKER_HOST_CACHE_TTL": "0",
+        }
+    )
+    cfg = load_config(env)
+    assert (cfg.queue, cfg.dead_letter_exchange, cfg.retry_queue) == ("q", "q.dlx", "q.later")
+    assert (cfg.prefetch, cfg.batch_size, cfg.heartbeat, cfg.max_attempts) == (10000, 1, 600, 100)
+    assert cfg.retry_delay_ms == 0
+    assert cfg.shutdown_grace == 6.5
+    assert cfg.apikey == "k3y"
+    assert cfg.action == "mypkg.mod:run"
+    assert cfg.declare_topology is True
+    assert cfg.log_level == "DEBUG"
+    assert cfg.host_cache_ttl == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WORKER_AMQP_URLS", ""),
+        ("WORKER_AMQP_URLS", "http://rabbit"),
+        ("WORKER_AMQP_URLS", "amqp://a,,amqp://b"),
+        ("WORKER_AMQP_URLS", "amqp://"),
+        ("WORKER_AMQP_URLS", "amqp://host:notaport"),
+        ("WORKER_DATABASE_URL", ""),
+        ("WORKER_DATABASE_URL", "mysql://db/x"),
+        ("WORKER_QUEUE", "has space"),
+        ("WORKER_DEAD_LETTER_EXCHANGE", "a b"),
+        ("WORKER_RETRY_QUEUE", "jobs"),
+        ("WORKER_PREFETCH", "0"),
+        ("WORKER_PREFETCH", "10001"),
+        ("WORKER_PREFETCH", "abc"),
+        ("WORKER_PREFETCH", "1.5"),
+        ("WORKER_BATCH_SIZE", "0"),
+        ("WORKER_BATCH_SIZE", "1001"),
+        ("WORKER_HEARTBEAT", "4"),
+        ("WORKER_HEARTBEAT", "601"),
+        ("WORKER_MAX_ATTEMPTS", "0"),
+        ("WORKER_MAX_ATTEMPTS", "101"),
+        ("WORKER_RETRY_DELAY_MS", "-1"),
+        ("WORKER_RETRY_DELAY_MS", "4294967296"),
+        ("WORKER_SHUTDOWN_GRACE", "0"),
+        ("WORKER_SHUTDOWN_GRACE", "7"),
+        ("WORKER_SHUTDOWN_GRACE", "-1"),
+        ("WORKER_SHUTDOWN_GRACE", "nan"),
+        ("WORKER_SHUTDOWN_GRACE", "soon"),
+        ("WORKER_ACTION", "no_colon"),
+        ("WORKER_ACTION", "mod:"),
+        ("WORKER_DECLARE_TOPOLOGY", "maybe"),
+        ("WORKER_LOG_LEVEL", "LOUD"),
+        ("WORKER_HOST_CACHE_TTL", "-1"),
+        ("WORKER_HOST_CACHE_TTL", "inf"),
+    ],
+)
+def test_bad_values_name_the_variable(env, name, value):
+    env[name] = value
+    with pytest.raises(ConfigError) as info:
+        load_config(env)
+    message = str(info.value)
+    assert name in message
+    assert "\n" not in message
+    assert "s3cret" not in message and "dbpass" not in message
+
+
+@pytest.mark.parametrize("name", ["WORKER_AMQP_URLS", "WORKER_DATABASE_URL"])
+def test_required(env, name):
+    del env[name]
+    with pytest.raises(ConfigError, match=name):
+        load_config(env)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("1", True), ("YES", True), ("false", False), ("0", False), ("no", False), ("", False)],
+)
+def test_bool(env, value, expected):
+    env["WORKER_DECLARE_TOPOLOGY"] = value
+    assert load_config(env).declare_topology is expected
+
+
+def test_repr_hides_secrets(env):
+    env["WORKER_APIKEY"] = "topsecretkey"
+    cfg = load_config(env)
+    for text in (repr(cfg), str(cfg)):
+        assert "s3cret" not in text
+        assert "dbpass" not in text
+        assert "topsecretkey" not in text
+        assert "worker:***@rabbit1" in text
+    assert set(cfg.secrets()) == {"s3cret", "dbpass", "topsecretkey"}
+
+
+def test_config_is_frozen(env):
+    cfg = load_config(env)
+    with pytest.raises(AttributeError):
+        cfg.queue = "other"  # type: ignore[misc]

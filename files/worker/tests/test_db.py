@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from account_worker.db import Database, HostCache, RecordedRun, Run, schema_sql
+from account_worker.errors import DatabaseUnavailable
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_host_cache_ttl():
+    clock = Clock()
+    cache = HostCache(30, clock)
+    cache.put_many({"a": "h1", "b": "h2"})
+    assert cache.get_many(["a", "b", "c"]) == {"a": "h1", "b": "h2"}
+    clock.now += 29.9
+    assert cache.get_many(["a"]) == {"a": "h1"}
+    clock.now += 0.1
+    assert cache.get_many(["a", "b"]) == {}
+    assert len(cache) == 0
+
+
+def test_host_cache_disabled():
+    cache = HostCache(0, Clock())
+    cache.put_many({"a": "h"})
+    assert cache.get_many(["a"]) == {}
+
+
+def test_host_cache_bounded():
+    cache = HostCache(10, Clock(), max_entries=2)
+    cache.put_many({"a": "1", "b": "2"})
+    cache.put_many({"c": "3"})
+    assert len(cache) == 1
+    assert cache.get_many(["c"]) == {"c": "3"}
+
+
+def test_schema_sql_is_package_data():
+    sql = schema_sql()
+    assert "CREATE TABLE IF NOT EXISTS accounts" in sql
+    assert "CREATE TABLE IF NOT EXISTS job_runs" in sql
+    assert "message_id text NOT NULL UNIQUE" in sql
+
+
+# --- Database against a scripted fake psycopg connection -----------------------------
+
+
+class FakeCursor:
+    def __init__(self, rows):
+        self._rows = rows
+
+    def fetchall(self):
+        return self._rows
+
+    def fetchone(self):
+        return self._rows[0] if self._rows else None
+
+
+class FakeTransaction:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.log.append("BEGIN")
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.log.append("ROLLBACK" if exc_type else "COMMIT")
+        return False
+
+
+class FakeConn:
+    def __init__(self, responder):
+        self.responder = responder
+        self.closed = False
+        self.log: list[str] = []
+
+    def execute(self, sql, params=None):
+        self.log.append(" ".join(sql.split()))
+        return FakeCursor(self.responder(sql, params))
+
+    def transaction(self):
+        return FakeTransaction(self)
+
+    def close(self):
+        self.closed = True
+
+
+class Connector:
+    def __init__(self, responder, fail_times=0):
+        self.responder = responder
+        self.fail_times = fail_times
+        self.conns: list[FakeConn] = []
+        self.kwargs = None
+
+    def __call__(self, url, **kwargs):
+        self.kwargs = kwargs
+        if self.fail_times:
+            self.fail_times -= 1
+            raise psycopg.OperationalError("connection refused password=dbpass")
+        conn = FakeConn(self.responder)
+        self.conns.append(conn)
+        return conn
+
+
+def accounts_responder(sql, params):
+    if "FROM accounts" in sql:
+        return [(u, f"host-{u}") for u in params[0] if u != "missing"]
+    return [(1,)]
+
+
+def test_lookup_hosts_single_query_and_cache():
+    connector = Connector(accounts_responder)
+    clock = Clock()
+    db = Database("postgresql://x", cache=HostCache(30, clock), connect=connector)
+    assert db.lookup_hosts(["a", "b", "missing", "a"]) == {"a": "host-a", "b": "host-b"}
+    assert len(connector.conns) == 1
+    (query,) = connector.conns[0].log
+    assert "FROM accounts WHERE account_uuid = ANY(%s)" in query
+    assert connector.kwargs["autocommit"] is True
+    assert db.lookup_hosts(["a"]) == {"a": "host-a"}  # served from cache
+    assert len(connector.conns[0].log) == 1
+    assert db.lookup_hosts([]) == {}
+
+
+def test_connect_failure_is_database_unavailable_and_redacted():
+    connector = Connector(accounts_responder, fail_times=1)
+    db = Database("postgresql://x", connect=connector, secrets=["dbpass"])
+    with pytest.raises(DatabaseUnavailable) as info:
+        db.ping()
+    assert "dbpass" not in str(info.value)
+    db.ping()  # reconnects on next use
+    assert len(connector.conns) == 1
+
+
+def test_stale_connection_is_retried_once_for_reads():
+    calls = {"n": 0}
+
+    def responder(sql, params):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return accounts_responder(sql, params)
+
+    connector = Connector(responder)
+    db = Database("postgresql://x", connect=connector)
+    db.ping()
+    assert db.lookup_hosts(["a"]) == {"a": "host-a"}
+    assert len(connector.conns) == 2
+    assert connector.conns[0].closed
+
+
+def test_record_runs_reports_existing_rows_in_one_transaction():
+    def responder(sql, params):
+        if sql.lstrip().startswith("INSERT"):
+            ids = params[0]
+            assert params[4] == [1, 3]
+            return [(ids[0], "h1", "done")]  # second one conflicted
+        if "FROM job_runs" in sql:
+            assert params[0] == ["m2"]
+            return [("m2", "old-host", "done")]
+        raise AssertionError(sql)
+
+    connector = Connector(responder)
+    db = Database("postgresql://x", connect=connector)
+    runs = [Run("m1", "u1", "h1", "done", 1), Run("m2", "u2", "h2", "done", 3), Run("m1", "u1", "h1", "done", 1)]
+    assert db.record_runs(runs) == [
+        RecordedRun("m1", "h1", "done", False),
+        RecordedRun("m2", "old-host", "done", True),
+    ]
+    log = connector.conns[0].log
+    assert log[0] == "BEGIN" and log[-1] == "COMMIT"
+    assert sum(entry.startswith("INSERT") for entry in log) == 1
+
+
+def test_record_runs_failure_is_database_unavailable_and_not_retried():
+    def responder(sql, params):
+        raise psycopg.OperationalError("terminating connection")
+
+    connector = Connector(responder)
+    db = Database("postgresql://x", connect=connector)
+    with pytest.raises(DatabaseUnavailable):
+        db.record_runs([Run("m1", "u1", "h1", "done")])
+    assert len(connector.conns) == 1
+    assert connector.conns[0].log[-1] == "ROLLBACK"

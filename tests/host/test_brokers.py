@@ -1,0 +1,120 @@
+"""Host checks of a broker provisioned by the rabbitmq role (testinfra).
+
+Run: pytest tests/host/test_brokers.py --hosts=podman://CONTAINER (or ssh://host).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROLE = Path(__file__).resolve().parents[2] / "roles" / "rabbitmq"
+COMPAT = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["_rabbitmq_erlang_compat"]
+
+
+def ctl_json(host, *args: str):
+    out = host.check_output("rabbitmqctl --quiet --formatter json " + " ".join(args))
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("package", ["rabbitmq-server", "erlang-base", "erlang-ssl"])
+def test_packages_installed(host, package: str) -> None:
+    assert host.package(package).is_installed
+
+
+def test_erlang_meta_package_not_installed(host) -> None:
+    assert not host.package("erlang").is_installed
+    assert not host.package("erlang-wx").is_installed
+
+
+def test_version_pair_is_supported(host) -> None:
+    rabbit = host.package("rabbitmq-server").version
+    otp = host.package("erlang-base").version
+    series = re.match(r"^(?:\d+:)?(\d+\.\d+)", rabbit).group(1)
+    major = int(re.match(r"^(?:\d+:)?(\d+)", otp).group(1))
+    assert COMPAT[series]["min"] <= major <= COMPAT[series]["max"]
+    # What runs is what is installed.
+    running = host.check_output("rabbitmqctl --quiet version").strip()
+    assert re.sub(r"^\d+:", "", rabbit).startswith(running)
+
+
+def test_distro_series(host) -> None:
+    expected = {"12": "3.10.", "13": "4.0."}[host.system_info.release.split(".")[0]]
+    assert host.package("rabbitmq-server").version.startswith(expected)
+
+
+def test_service_running_and_enabled(host) -> None:
+    service = host.service("rabbitmq-server")
+    assert service.is_running
+    assert service.is_enabled
+
+
+@pytest.mark.parametrize("port", [5672, 15672, 25672, 4369])
+def test_listeners(host, port: int) -> None:
+    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening or host.socket(
+        f"tcp://:::{port}"
+    ).is_listening
+
+
+@pytest.mark.parametrize(
+    ("path", "mode", "group"),
+    [
+        ("/etc/rabbitmq/rabbitmq.conf", 0o640, "rabbitmq"),
+        ("/etc/rabbitmq/rabbitmq-env.conf", 0o640, "rabbitmq"),
+        ("/etc/systemd/system/rabbitmq-server.service.d/limits.conf", 0o644, "root"),
+    ],
+)
+def test_config_files(host, path: str, mode: int, group: str) -> None:
+    f = host.file(path)
+    assert f.is_file
+    assert f.mode == mode
+    assert f.user == "root"
+    assert f.group == group
+
+
+def test_node_name_is_stable(host) -> None:
+    env = host.file("/etc/rabbitmq/rabbitmq-env.conf").content_string
+    nodename = re.search(r"^NODENAME=(\S+)$", env, re.M).group(1)
+    assert host.check_output("rabbitmqctl --quiet eval 'node().'").strip() == nodename
+
+
+def test_open_files_limit(host) -> None:
+    pid = host.check_output("systemctl show --property MainPID --value rabbitmq-server")
+    limits = host.file(f"/proc/{pid}/limits").content_string
+    soft = re.search(r"^Max open files\s+(\d+)", limits, re.M).group(1)
+    assert int(soft) >= 65536 or int(soft) == 20000  # capped by the container's own hard limit
+
+
+def test_users_and_tags(host) -> None:
+    users = {u["user"]: u["tags"] for u in ctl_json(host, "list_users")}
+    assert "guest" not in users
+    assert "administrator" in users["admin"]
+    assert "app" in users
+    assert users["app"] in ([], "", "[]")
+
+
+def test_app_permissions(host) -> None:
+    perms = ctl_json(host, "list_user_permissions", "app")
+    assert {"vhost": "app", "configure": ".*", "write": ".*", "read": ".*"} in perms
+
+
+def test_plugins_enabled(host) -> None:
+    out = host.check_output("rabbitmq-plugins --quiet list --enabled --formatter json")
+    names = {p["name"] for p in json.loads(out)["plugins"]}
+    assert "rabbitmq_management" in names
+
+
+def test_work_queue_is_quorum(host) -> None:
+    queues = {q["name"]: q for q in ctl_json(host, "list_queues", "-p", "app", "name", "type", "policy")}
+    assert queues["jobs"]["type"] == "quorum"
+    assert queues["jobs"]["policy"] == "jobs-dead-letter"
+    assert queues["jobs.dlq"]["type"] == "quorum"
+
+
+def test_health_checks_pass(host) -> None:
+    for check in ("check_running", "check_local_alarms", "check_port_connectivity"):
+        host.run_expect([0], f"rabbitmq-diagnostics --quiet {check}")

@@ -1,0 +1,121 @@
+"""Bad role variables fail early, with a message naming the variable, and change nothing.
+
+Each case runs a role against a host that cannot be reached: argument_specs
+validation and the prechecks' asserts run on the controller, so a case that
+reached any task touching the host would show up as `unreachable`, and a case
+that changed something as `changed`. Both must stay 0.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+
+BROKER_OK = {
+    "rabbitmq_admin_password": "a-long-test-password",
+    "rabbitmq_vhosts": ["/", "app"],
+    "rabbitmq_users": [
+        {"name": "app", "password": "another-password",
+         "permissions": [{"vhost": "app", "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}]}
+    ],
+}
+
+
+def broker(**changes):
+    vars_ = {**BROKER_OK, **changes}
+    return {k: v for k, v in vars_.items() if v is not None}
+
+
+CASES = {
+    "missing admin password": ("rabbitmq", broker(rabbitmq_admin_password=None), "rabbitmq_admin_password"),
+    "user without password": (
+        "rabbitmq", broker(rabbitmq_users=[{"name": "app"}]), "password"),
+    "limit not an integer": ("rabbitmq", broker(rabbitmq_nofile_limit="lots"), "rabbitmq_nofile_limit"),
+    "unknown permission key": (
+        "rabbitmq",
+        broker(rabbitmq_users=[{"name": "app", "password": "p4ssword-p4ssword",
+                                "permissions": [{"vhost": "app", "configure": ".*"}]}]),
+        "configure",
+    ),
+    "queue type that does not exist": (
+        "rabbitmq", broker(rabbitmq_queues=[{"name": "jobs", "vhost": "app", "type": "lazy"}]), "type"),
+    "exchange type that does not exist": (
+        "rabbitmq", broker(rabbitmq_exchanges=[{"name": "jobs", "type": "round-robin"}]), "type"),
+    "empty vhost name": ("rabbitmq", broker(rabbitmq_vhosts=["/", ""]), "rabbitmq_vhosts"),
+    "vhosts not a list": ("rabbitmq", broker(rabbitmq_vhosts={"app": True}), "rabbitmq_vhosts"),
+    "permission on an unmanaged vhost": (
+        "rabbitmq",
+        broker(rabbitmq_users=[{"name": "app", "password": "p4ssword-p4ssword",
+                                "permissions": [{"vhost": "other", "read_priv": ".*"}]}]),
+        "rabbitmq_vhosts",
+    ),
+    "malformed node name": ("rabbitmq", broker(rabbitmq_nodename="rabbit"), "rabbitmq_nodename"),
+    "duplicate users": (
+        "rabbitmq",
+        broker(rabbitmq_users=[{"name": "app", "password": "p4ssword-p4ssword"},
+                               {"name": "app", "password": "p4ssword-p4ssword"}]),
+        "rabbitmq_users",
+    ),
+    "policy without a definition": (
+        "rabbitmq", broker(rabbitmq_policies=[{"name": "p", "pattern": ".*"}]), "definition"),
+    "apt repository without a key": (
+        "rabbitmq", broker(rabbitmq_apt_repository={"uris": "http://repo.example", "suites": "x"}),
+        "rabbitmq_apt_repository"),
+    "erlang packages not a list": ("erlang", {"erlang_packages": {"erlang-base": True}}, "erlang_packages"),
+    "erlang pin priority not a number": ("erlang", {"erlang_pin_priority": "high"}, "erlang_pin_priority"),
+    "sandbox state unknown": ("sandbox_hosts", {"sandbox_hosts_state": "running"}, "sandbox_hosts_state"),
+}
+
+
+def run_role(tmp_path: Path, role: str, role_vars: dict) -> subprocess.CompletedProcess[str]:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"unreachable-host": {
+        "ansible_connection": "containers.podman.podman",
+        "ansible_host": "bundle-no-such-container",
+    }}}}))
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "negative test", "hosts": "all", "gather_facts": False,
+        "roles": [{"role": role, "vars": role_vars}],
+    }]))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+           "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
+    )
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_variables_fail_early(tmp_path: Path, case: str) -> None:
+    role, role_vars, named = CASES[case]
+    result = run_role(tmp_path, role, role_vars)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert named in output, f"the error does not name {named!r}:\n{output}"
+    assert "changed=0" in output and "unreachable=0" in output, output
+    assert "Traceback" not in output
+
+
+def test_good_variables_pass_validation(tmp_path: Path) -> None:
+    """The control case: valid variables get past validation and the prechecks'
+    asserts, up to the first task that needs the host (which is unreachable)."""
+    result = run_role(tmp_path, "rabbitmq", broker())
+    output = result.stdout + result.stderr
+    assert "unreachable=1" in output, output
+    assert "failed=0" in output, output
+
+
+def test_passwords_never_shown(tmp_path: Path) -> None:
+    result = run_role(tmp_path, "rabbitmq", broker(rabbitmq_nofile_limit="lots"))
+    output = result.stdout + result.stderr
+    assert "a-long-test-password" not in output
+    assert "another-password" not in output
