@@ -96,7 +96,8 @@ def test_happy_batch_commits_once_and_acks_with_replies(store):
     assert store.commits == 1
     assert store.calls == ["lookup_hosts", "find_runs", "record_runs"]
     assert action.calls == [("m1", "host-1"), ("m2", "host-2")]
-    assert result.instructions[0].reply == {"account_uuid": "u1", "host": "host-1", "status": "done", "message_id": "m1"}
+    expected = {"account_uuid": "u1", "host": "host-1", "status": "done", "message_id": "m1"}
+    assert result.instructions[0].reply == expected
     assert result.instructions[1].reply is None
     assert [i.delivery.tag for i in result.instructions] == [1, 2]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -11,9 +12,10 @@ import pika
 import pika.exceptions
 import pytest
 
+from account_worker.batch import Delivery
 from account_worker.config import load_config
 from account_worker.errors import DatabaseUnavailable, TransientJobError
-from account_worker.runner import Runner, take_batch
+from account_worker.runner import JobThreadCrashed, Runner, take_batch
 from test_batch import FakeAction, FakeStore
 
 
@@ -140,7 +142,14 @@ class PingStore(FakeStore):
         self.ping_failures = 0
         self.closed = False
 
+    def record_runs(self, runs):
+        if "record_runs" in self.down_on:
+            self.down_on.add("ping")  # the database is down for everyone now
+        return super().record_runs(runs)
+
     def ping(self):
+        if "ping" in self.down_on:
+            raise DatabaseUnavailable("still down")
         if self.ping_failures:
             self.ping_failures -= 1
             raise DatabaseUnavailable("down")
@@ -166,7 +175,7 @@ def cfg(env):
 
 def start(cfg, store, action, broker):
     stop = threading.Event()
-    runner = Runner(cfg, store, action, stop, connect=broker.connect, random=lambda: 0.0)
+    runner = Runner(cfg, store, action, stop, connect=broker.connect, random=lambda: 0.01)
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.setdefault("rc", runner.run()))
     thread.start()
@@ -272,10 +281,6 @@ def cfg_env(cfg):
 
 
 def test_take_batch_drains_without_waiting_and_skips_stale():
-    import queue
-
-    from account_worker.batch import Delivery
-
     q: queue.Queue = queue.Queue()
     for tag in range(1, 6):
         q.put(Delivery(tag, 2 if tag != 2 else 1, b""))
@@ -283,3 +288,18 @@ def test_take_batch_drains_without_waiting_and_skips_stale():
     assert [d.tag for d in batch] == [1, 3, 4]
     assert [d.tag for d in take_batch(q, 3, 0.01, lambda d: True)] == [5]
     assert take_batch(q, 3, 0.01, lambda d: True) == []
+
+
+def test_job_thread_bug_crashes_the_process_without_acking(cfg):
+    broker = Broker()
+
+    class BrokenStore(PingStore):
+        def lookup_hosts(self, account_uuids):
+            raise RuntimeError("relation accounts does not exist")
+
+    broker.publish("a")
+    runner = Runner(cfg, BrokenStore({}), FakeAction(), threading.Event(), connect=broker.connect, random=lambda: 0.01)
+    with pytest.raises(JobThreadCrashed):
+        runner.run()
+    assert broker.settled("ack") == []
+    assert [m[0].message_id for m in broker.queue] == ["a"]  # returned to the queue by the closed channel

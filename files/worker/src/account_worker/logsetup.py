@@ -49,8 +49,9 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = (), stream: Text
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # pika is chatty at INFO about every connection step; keep it to warnings unless debugging.
-    logging.getLogger("pika").setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
+    # pika logs every failed connection step at ERROR; the worker logs its own one-line events
+    # for those (amqp_connect_failed, amqp_connection_lost), so pika only speaks when debugging.
+    logging.getLogger("pika").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
     return logging.getLogger(LOGGER_NAME)
 
 
