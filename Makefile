@@ -58,6 +58,7 @@ lint: deps
 
 unit: deps
 	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q files/worker/tests
 
 molecule: deps images
 	@for s in $(SCENARIOS); do \

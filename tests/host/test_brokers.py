@@ -79,7 +79,8 @@ def test_config_files(host, path: str, mode: int, group: str) -> None:
 def test_node_name_is_stable(host) -> None:
     env = host.file("/etc/rabbitmq/rabbitmq-env.conf").content_string
     nodename = re.search(r"^NODENAME=(\S+)$", env, re.M).group(1)
-    assert host.check_output("rabbitmqctl --quiet eval 'node().'").strip() == nodename
+    running = host.check_output("rabbitmqctl --quiet eval 'node().'").strip().strip("'")
+    assert running == nodename
 
 
 def test_open_files_limit(host) -> None:

@@ -69,6 +69,7 @@ CASES = {
     "apt repository without a key": (
         "rabbitmq", broker(rabbitmq_apt_repository={"uris": "http://repo.example", "suites": "x"}),
         "rabbitmq_apt_repository"),
+    "placeholder password": ("rabbitmq", broker(rabbitmq_admin_password="CHANGE-ME"), "rabbitmq_admin_password"),
     "erlang packages not a list": ("erlang", {"erlang_packages": {"erlang-base": True}}, "erlang_packages"),
     "erlang pin priority not a number": ("erlang", {"erlang_pin_priority": "high"}, "erlang_pin_priority"),
     "sandbox state unknown": ("sandbox_hosts", {"sandbox_hosts_state": "running"}, "sandbox_hosts_state"),
