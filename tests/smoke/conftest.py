@@ -1,7 +1,7 @@
-"""Live smoke tests against a deployed RabbitMQ broker.
+"""Live smoke tests against a deployed RabbitMQ broker (see README.md beside this file).
 
-Point them at any broker with options or environment variables (secrets only
-through the environment or a file, never on the command line):
+Settings come from options or environment variables, secrets only from the
+environment or a file:
 
     SMOKE_AMQP_URL         amqp[s]://user:password@host:5672/vhost   (or --amqp-url with no password
                            and SMOKE_AMQP_PASSWORD / --amqp-password-file)
@@ -11,49 +11,52 @@ through the environment or a file, never on the command line):
     SMOKE_EXPECT_VHOSTS / SMOKE_EXPECT_USERS / SMOKE_EXPECT_QUEUES    comma lists that must exist
                            (queues as vhost:name)
     SMOKE_TIMEOUT          seconds for every network call (default 10)
+    SMOKE_CA_FILE          CA bundle verifying amqps:// and https://
+
+The broker is probed once per session (AMQP, then the management API); when that
+fails, the session stops after one error that says why.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from typing import TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pika
+import pika.exceptions
 import pytest
-import requests
+from pika.adapters.blocking_connection import BlockingChannel
 
+from smoke_amqp import (
+    Cleanup,
+    Connections,
+    SmokeError,
+    close_quietly,
+    connect,
+    describe_amqp_error,
+    parameters,
+    server_properties,
+)
+from smoke_management import Management, poll
+from smoke_settings import (
+    CONNECTION_PREFIX,
+    NAME_PREFIX,
+    Extras,
+    Target,
+    Worker,
+    csv,
+    new_run_id,
+    parse_queue,
+)
 
-@dataclass(frozen=True)
-class Target:
-    amqp_url: str
-    management_url: str
-    admin_user: str
-    admin_password: str
-    timeout: float
-    expect_vhosts: tuple[str, ...]
-    expect_users: tuple[str, ...]
-    expect_queues: tuple[tuple[str, str], ...]
-
-    @property
-    def vhost(self) -> str:
-        path = urlsplit(self.amqp_url).path
-        return unquote(path[1:]) if len(path) > 1 else "/"
-
-    @property
-    def user(self) -> str:
-        return unquote(urlsplit(self.amqp_url).username or "guest")
-
-    def redacted_url(self) -> str:
-        parts = urlsplit(self.amqp_url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            netloc = f"{parts.username}:***@{parts.hostname}:{parts.port or 5672}"
-        return urlunsplit(parts._replace(netloc=netloc))
+T = TypeVar("T")
+NOTES = pytest.StashKey[list[str]]()
+STOPPING = "stopping: the broker cannot be tested with these settings (see the error above)"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,6 +67,87 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--admin-user", help="management API user (env SMOKE_ADMIN_USER)")
     group.addoption("--admin-password-file", help="file holding the admin password")
     group.addoption("--smoke-timeout", type=float, help="seconds per network call (env SMOKE_TIMEOUT)")
+    group.addoption(
+        "--destructive",
+        action="store_true",
+        help="also run tests that restart the broker with SMOKE_RESTART_COMMAND (env SMOKE_DESTRUCTIVE=1)",
+    )
+    group.addoption(
+        "--browser", action="store_true", help="also drive the management UI in headless Chromium (env SMOKE_BROWSER=1)"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "destructive: restarts the broker; needs --destructive")
+    config.addinivalue_line("markers", "browser: drives the management UI in Chromium; needs --browser")
+    config.stash[NOTES] = []
+
+
+def _extras(config: pytest.Config) -> Extras:
+    return Extras.from_env(
+        os.environ, destructive=bool(config.getoption("--destructive")), browser=bool(config.getoption("--browser"))
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    extras = _extras(config)
+    gates = {
+        "destructive": (extras.destructive, "restarts the broker: run with --destructive or SMOKE_DESTRUCTIVE=1"),
+        "browser": (extras.browser, "drives a browser: run with --browser or SMOKE_BROWSER=1"),
+    }
+    for item in items:
+        for marker, (enabled, reason) in gates.items():
+            if marker in item.keywords and not enabled:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _where(exc: BaseException, item: pytest.Item) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(item.path)]
+    return f"{item.path.name}:{frames[-1].lineno}: " if frames else ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """Failures that are the broker's or the settings' say so in one line."""
+    try:
+        return (yield)
+    except SmokeError as exc:
+        pytest.fail(f"{_where(exc, item)}{exc}", pytrace=False)
+    except (
+        pika.exceptions.ChannelClosedByBroker,
+        pika.exceptions.ConnectionClosedByBroker,
+        pika.exceptions.StreamLostError,
+        pika.exceptions.AMQPHeartbeatTimeout,
+    ) as exc:
+        pytest.fail(f"{_where(exc, item)}{describe_amqp_error(exc)}", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    try:
+        return (yield)
+    except SmokeError as exc:
+        pytest.fail(f"{fixturedef.argname}: {exc}", pytrace=False)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    notes = config.stash.get(NOTES, [])
+    if notes:
+        terminalreporter.section("smoke notes")
+        for note in notes:
+            terminalreporter.write_line(note)
+
+
+def _stop_on(request: pytest.FixtureRequest, action: Callable[[], T]) -> T:
+    """Run a session-wide precondition; if it fails, fail this test with the reason
+    alone and stop the session rather than repeat the same error for every test."""
+    try:
+        return action()
+    except SmokeError as exc:
+        request.session.shouldfail = STOPPING
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _option(config: pytest.Config, name: str, env: str, default: str | None = None) -> str | None:
@@ -74,73 +158,155 @@ def _option(config: pytest.Config, name: str, env: str, default: str | None = No
 def _secret(config: pytest.Config, file_option: str, env: str) -> str | None:
     path = config.getoption(file_option)
     if path:
-        return Path(path).read_text(encoding="utf-8").strip()
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SmokeError(f"cannot read {file_option} {path}: {exc.strerror}") from None
     return os.environ.get(env)
 
 
-def _csv(value: str | None) -> tuple[str, ...]:
-    return tuple(item for item in (value or "").split(",") if item)
-
-
-@pytest.fixture(scope="session")
-def target(pytestconfig: pytest.Config) -> Target:
-    amqp_url = _option(pytestconfig, "--amqp-url", "SMOKE_AMQP_URL")
+def load_target(config: pytest.Config) -> Target:
+    amqp_url = _option(config, "--amqp-url", "SMOKE_AMQP_URL")
     if not amqp_url:
-        pytest.fail("no broker given: set SMOKE_AMQP_URL or --amqp-url", pytrace=False)
-    password = _secret(pytestconfig, "--amqp-password-file", "SMOKE_AMQP_PASSWORD")
+        raise SmokeError("no broker given: set SMOKE_AMQP_URL or --amqp-url")
     parts = urlsplit(amqp_url)
+    if parts.scheme.lower() not in ("amqp", "amqps") or not parts.hostname:
+        raise SmokeError("SMOKE_AMQP_URL must look like amqp[s]://user:password@host:port/vhost")
+    password = _secret(config, "--amqp-password-file", "SMOKE_AMQP_PASSWORD")
     if password and parts.password is None:
         user = parts.username or "guest"
         host = parts.netloc.rsplit("@", 1)[-1]
         amqp_url = urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
-    management_url = _option(pytestconfig, "--management-url", "SMOKE_MANAGEMENT_URL")
+    management_url = _option(config, "--management-url", "SMOKE_MANAGEMENT_URL")
     if not management_url:
         management_url = f"http://{parts.hostname}:15672"
-    queues = tuple(tuple(q.rsplit(":", 1)) for q in _csv(os.environ.get("SMOKE_EXPECT_QUEUES")))
+    ca_file = os.environ.get("SMOKE_CA_FILE") or None
+    if ca_file and not Path(ca_file).is_file():
+        raise SmokeError(f"SMOKE_CA_FILE {ca_file} is not a file")
+    try:
+        timeout = float(_option(config, "--smoke-timeout", "SMOKE_TIMEOUT", "10") or 10)
+    except ValueError:
+        raise SmokeError("SMOKE_TIMEOUT must be a number of seconds") from None
     return Target(
         amqp_url=amqp_url,
         management_url=management_url.rstrip("/"),
-        admin_user=_option(pytestconfig, "--admin-user", "SMOKE_ADMIN_USER", "admin") or "admin",
-        admin_password=_secret(pytestconfig, "--admin-password-file", "SMOKE_ADMIN_PASSWORD") or "",
-        timeout=float(_option(pytestconfig, "--smoke-timeout", "SMOKE_TIMEOUT", "10") or 10),
-        expect_vhosts=_csv(os.environ.get("SMOKE_EXPECT_VHOSTS")),
-        expect_users=_csv(os.environ.get("SMOKE_EXPECT_USERS")),
-        expect_queues=queues,  # type: ignore[arg-type]
+        admin_user=_option(config, "--admin-user", "SMOKE_ADMIN_USER", "admin") or "admin",
+        admin_password=_secret(config, "--admin-password-file", "SMOKE_ADMIN_PASSWORD") or "",
+        timeout=timeout,
+        expect_vhosts=csv(os.environ.get("SMOKE_EXPECT_VHOSTS")),
+        expect_users=csv(os.environ.get("SMOKE_EXPECT_USERS")),
+        expect_queues=tuple(parse_queue(spec) for spec in csv(os.environ.get("SMOKE_EXPECT_QUEUES"))),
+        ca_file=ca_file,
     )
 
 
-def amqp_parameters(target: Target) -> pika.URLParameters:
-    params = pika.URLParameters(target.amqp_url)
-    params.socket_timeout = target.timeout
-    params.stack_timeout = target.timeout
-    params.blocked_connection_timeout = target.timeout
-    params.connection_attempts = 1
-    params.client_properties = {"connection_name": "bundle-smoke"}
-    return params
+# -- session: settings, the probe, the final check ---------------------------------------
 
 
-@pytest.fixture
-def params(target: Target) -> pika.URLParameters:
-    return amqp_parameters(target)
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Target:
+    return _stop_on(request, lambda: load_target(pytestconfig))
 
 
-@pytest.fixture
-def connection(target: Target) -> Iterator[pika.BlockingConnection]:
+@pytest.fixture(scope="session")
+def extras(pytestconfig: pytest.Config) -> Extras:
+    return _extras(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return new_run_id()
+
+
+@pytest.fixture(scope="session")
+def management(target: Target) -> Iterator[Management]:
+    client = Management(target, target.admin_user, target.admin_password)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def anonymous_management(target: Target) -> Callable[[str, str], Management]:
+    return lambda user, password: Management(target, user, password)
+
+
+def _probe(target: Target, management: Management, run_id: str) -> dict[str, object]:
+    conn = connect(target, f"{CONNECTION_PREFIX}-{run_id} probe")
     try:
-        conn = pika.BlockingConnection(amqp_parameters(target))
-    except pika.exceptions.ProbableAuthenticationError:
-        pytest.fail(f"broker refused the credentials of {target.redacted_url()}", pytrace=False)
-    except pika.exceptions.ProbableAccessDeniedError:
-        pytest.fail(f"user {target.user!r} may not open vhost {target.vhost!r}", pytrace=False)
-    except pika.exceptions.AMQPConnectionError as exc:
-        pytest.fail(f"cannot connect to {target.redacted_url()}: {exc!r}", pytrace=False)
-    yield conn
-    if conn.is_open:
-        conn.close()
+        props = server_properties(conn)
+    finally:
+        close_quietly(conn)
+    if not target.admin_password:
+        raise SmokeError("no admin password: set SMOKE_ADMIN_PASSWORD or --admin-password-file")
+    overview = management.probe()
+    return {"server": props, "overview": overview}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker(
+    request: pytest.FixtureRequest, target: Target, management: Management, run_id: str
+) -> dict[str, object]:
+    """Probes AMQP and the management API once: what connection.start announced
+    ("server") and /api/overview ("overview")."""
+    return _stop_on(request, lambda: _probe(target, management, run_id))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind(
+    broker: dict[str, object], management: Management, target: Target, run_id: str, pytestconfig: pytest.Config
+) -> Iterator[None]:
+    """After the last test: none of this run's queues, exchanges or connections remain.
+    Objects of other runs (a concurrent run against another node of the same
+    cluster, or one killed midway) are only reported."""
+    yield
+    mine = poll(
+        lambda: management.leftovers(f"{NAME_PREFIX}{run_id}-", f"{CONNECTION_PREFIX}-{run_id}"),
+        done=lambda found: not found,
+        timeout=max(5.0, target.timeout),
+    )
+    others = [o for o in management.leftovers(NAME_PREFIX, CONNECTION_PREFIX) if o not in mine]
+    if others:
+        pytestconfig.stash[NOTES].append(
+            "objects of other smoke runs (concurrent, or left by a killed run): " + "; ".join(others)
+        )
+    if mine:
+        pytest.fail(f"the smoke run {run_id} left behind: " + "; ".join(mine), pytrace=False)
+
+
+# -- per test: names, connections, channels, cleanup ---------------------------------------
 
 
 @pytest.fixture
-def channel(connection: pika.BlockingConnection):
+def names(run_id: str) -> Callable[[str], str]:
+    """Unique names for what a test declares: smoke-<run>-<label>-<random>."""
+    return lambda label="t": f"{NAME_PREFIX}{run_id}-{label}-{secrets.token_hex(3)}"
+
+
+@pytest.fixture
+def name(names: Callable[[str], str]) -> str:
+    return names("t")
+
+
+@pytest.fixture
+def amqp(target: Target, run_id: str, request: pytest.FixtureRequest) -> Iterator[Connections]:
+    """Opens connections named `bundle-smoke-<run> <test> <label>`; all closed at the end."""
+    connections = Connections(target, f"{CONNECTION_PREFIX}-{run_id} {request.node.name}")
+    yield connections
+    connections.close_all()
+
+
+@pytest.fixture
+def params(target: Target, run_id: str, request: pytest.FixtureRequest) -> pika.URLParameters:
+    return parameters(target, f"{CONNECTION_PREFIX}-{run_id} {request.node.name}")
+
+
+@pytest.fixture
+def connection(amqp: Connections) -> pika.BlockingConnection:
+    return amqp.open()
+
+
+@pytest.fixture
+def channel(connection: pika.BlockingConnection) -> Iterator[BlockingChannel]:
     ch = connection.channel()
     yield ch
     if ch.is_open:
@@ -148,41 +314,28 @@ def channel(connection: pika.BlockingConnection):
 
 
 @pytest.fixture
-def name() -> str:
-    """A unique name for what a test declares."""
-    return f"smoke-{int(time.time())}-{secrets.token_hex(4)}"
-
-
-class Management:
-    """Small client of the management HTTP API with a timeout on every call."""
-
-    def __init__(self, target: Target, user: str, password: str) -> None:
-        self.base = target.management_url
-        self.timeout = target.timeout
-        self.session = requests.Session()
-        self.session.auth = (user, password)
-
-    def get(self, path: str) -> requests.Response:
-        try:
-            return self.session.get(f"{self.base}/api/{path}", timeout=self.timeout)
-        except requests.RequestException as exc:
-            pytest.fail(f"management API at {self.base} unreachable: {exc.__class__.__name__}", pytrace=False)
-
-    def json(self, path: str):
-        response = self.get(path)
-        if response.status_code == 404 and path == "overview":
-            pytest.fail(f"{self.base} has no management API (is rabbitmq_management enabled?)", pytrace=False)
-        assert response.status_code == 200, f"GET /api/{path}: HTTP {response.status_code}"
-        return response.json()
+def cleanup(amqp: Connections) -> Iterator[Cleanup]:
+    """Register non-exclusive queues/exchanges; deleted after the test, pass or fail."""
+    tracker = Cleanup(open_connection=lambda: amqp.open("cleanup"))
+    yield tracker
+    try:
+        failed = tracker.run()
+    except SmokeError as exc:
+        pytest.fail(f"cleanup: {exc}", pytrace=False)
+    if failed:
+        pytest.fail("could not delete " + ", ".join(failed), pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def management(target: Target) -> Management:
-    if not target.admin_password:
-        pytest.fail("no admin password: set SMOKE_ADMIN_PASSWORD or --admin-password-file", pytrace=False)
-    return Management(target, target.admin_user, target.admin_password)
+def worker(target: Target) -> Worker:
+    settings = Worker.from_env(os.environ, target.timeout)
+    if isinstance(settings, str):
+        pytest.skip(settings)
+    return settings
 
 
-@pytest.fixture(scope="session")
-def anonymous_management(target: Target):
-    return lambda user, password: Management(target, user, password)
+@pytest.fixture
+def notes(pytestconfig: pytest.Config) -> list[str]:
+    """Lines printed in the run's summary (e.g. where a screenshot went)."""
+    return pytestconfig.stash[NOTES]
+

@@ -1,0 +1,241 @@
+"""AMQP helpers: connecting with bounded waits, readable failures, waiting on
+deliveries with a deadline, and cleaning up what a test declared."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from smoke_settings import Target
+
+
+class SmokeError(Exception):
+    """A failure whose message is the whole story: reported without a traceback."""
+
+
+def text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parameters(target: Target, connection_name: str) -> pika.URLParameters:
+    """Connection parameters with every wait bounded by the target's timeout."""
+    params = pika.URLParameters(target.amqp_url)
+    params.socket_timeout = target.timeout
+    params.stack_timeout = target.timeout
+    params.blocked_connection_timeout = target.timeout
+    params.connection_attempts = 1
+    # A dead peer is noticed within about two heartbeats instead of the broker's 60 s.
+    params.heartbeat = max(2, math.ceil(target.timeout))
+    params.client_properties = {"connection_name": connection_name}
+    if target.tls:
+        params.ssl_options = pika.SSLOptions(target.ssl_context(), server_hostname=target.amqp_host)
+    return params
+
+
+def describe_connect_error(target: Target, exc: BaseException) -> str:
+    url = target.redacted_url()
+    if isinstance(exc, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
+        return f"the broker refused the credentials of {url} (user {target.user!r})"
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return f"user {target.user!r} may not open vhost {target.vhost!r} at {url} ({_first_arg(exc)})"
+    if isinstance(exc, pika.exceptions.IncompatibleProtocolError):
+        return f"cannot connect to {url}: the port does not speak AMQP 0-9-1 (wrong port, or TLS mismatch?)"
+    if isinstance(exc, pika.exceptions.AMQPConnectionError):
+        return f"cannot connect to {url}: {_first_arg(exc)}"
+    return f"cannot connect to {url}: {exc.__class__.__name__}: {exc}"
+
+
+def _first_arg(exc: BaseException) -> str:
+    """pika wraps the cause in args[0]; show that, not the wrapper's repr."""
+    inner = exc.args[0] if exc.args else exc
+    if isinstance(inner, BaseException):
+        cause = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) else inner
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        return repr(cause)
+    return str(inner) or exc.__class__.__name__
+
+
+def connect(target: Target, connection_name: str) -> pika.BlockingConnection:
+    try:
+        return pika.BlockingConnection(parameters(target, connection_name))
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        raise SmokeError(describe_connect_error(target, exc)) from None
+
+
+def describe_amqp_error(exc: pika.exceptions.AMQPError) -> str:
+    """One line for an error that ends a test midway (closed channel, lost connection)."""
+    if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
+        return f"the broker closed the channel: ({exc.reply_code}) {exc.reply_text}"
+    if isinstance(exc, pika.exceptions.ConnectionClosedByBroker):
+        return f"the broker closed the connection: ({exc.reply_code}) {exc.reply_text}"
+    return f"the AMQP connection failed: {exc!r}"
+
+
+@dataclass
+class Connections:
+    """Opens named connections for one test and closes them all at its end."""
+
+    target: Target
+    name: str
+    opened: list[pika.BlockingConnection] = field(default_factory=list)
+
+    def open(self, label: str = "") -> pika.BlockingConnection:
+        conn = connect(self.target, f"{self.name} {label}".rstrip())
+        self.opened.append(conn)
+        return conn
+
+    def close_all(self) -> None:
+        for conn in self.opened:
+            close_quietly(conn)
+        self.opened.clear()
+
+
+def server_properties(connection: pika.BlockingConnection) -> dict[str, Any]:
+    # pika exposes what connection.start announced only on the implementation object.
+    props = connection._impl.server_properties  # noqa: SLF001
+    return {text(k): v for k, v in props.items()}
+
+
+def close_quietly(connection: pika.BlockingConnection) -> None:
+    if connection.is_open:
+        try:
+            connection.close()
+        except pika.exceptions.AMQPError:
+            pass
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    connections: Sequence[pika.BlockingConnection],
+    timeout: float,
+    step: float = 0.05,
+) -> bool:
+    """Pump the connections' I/O (running consumer callbacks) until `condition()`
+    holds or `timeout` seconds pass; True when it held. No sleeping: pika returns
+    as soon as there is something to dispatch."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        for conn in connections:
+            conn.process_data_events(time_limit=min(step, remaining))
+    return True
+
+
+@dataclass
+class Delivery:
+    body: bytes
+    properties: pika.BasicProperties
+    routing_key: str
+    redelivered: bool
+
+
+@dataclass
+class Inbox:
+    """Collects deliveries of one consumer."""
+
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    def on_message(
+        self, ch: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes
+    ) -> None:
+        self.deliveries.append(Delivery(body, properties, method.routing_key, method.redelivered))
+        ch.basic_ack(method.delivery_tag)
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [d.body for d in self.deliveries]
+
+
+def consume(channel: BlockingChannel, queue: str, count: int, timeout: float) -> list[Delivery]:
+    """Consume (with acks) until `count` messages arrived or `timeout` passed; what arrived."""
+    inbox = Inbox()
+    tag = channel.basic_consume(queue, inbox.on_message)
+    try:
+        wait_until(lambda: len(inbox.deliveries) >= count, [channel.connection], timeout)
+    finally:
+        channel.basic_cancel(tag)
+    return inbox.deliveries
+
+
+def drain(channel: BlockingChannel, queue: str, limit: int = 1000) -> list[bytes]:
+    """Every message ready in `queue` (basic.get until empty), acked.
+
+    Exact after a confirmed publish: a broker confirms a routed message only once
+    every queue it was routed to has it."""
+    bodies: list[bytes] = []
+    for _ in range(limit):
+        method, _props, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            break
+        bodies.append(body)
+    return bodies
+
+
+@dataclass
+class Cleanup:
+    """Non-exclusive queues and exchanges a test declared, deleted at teardown
+    over a fresh connection (the test's own channel may be closed by then)."""
+
+    open_connection: Callable[[], pika.BlockingConnection]
+    queues: list[str] = field(default_factory=list)
+    exchanges: list[str] = field(default_factory=list)
+
+    def queue(self, name: str) -> str:
+        self.queues.append(name)
+        return name
+
+    def exchange(self, name: str) -> str:
+        self.exchanges.append(name)
+        return name
+
+    def run(self) -> list[str]:
+        """Delete everything; the names that could not be deleted."""
+        if not (self.queues or self.exchanges):
+            return []
+        failed: list[str] = []
+        conn = self.open_connection()
+        try:
+            for kind, names in (("queue", self.queues), ("exchange", self.exchanges)):
+                for item in names:
+                    if not _delete(conn, kind, item):
+                        failed.append(f"{kind} {item}")
+        finally:
+            close_quietly(conn)
+        return failed
+
+
+def _delete(conn: pika.BlockingConnection, kind: str, item: str) -> bool:
+    ch = conn.channel()
+    try:
+        if kind == "queue":
+            ch.queue_delete(item)
+        else:
+            ch.exchange_delete(item)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        return exc.reply_code == 404  # already gone
+    finally:
+        if ch.is_open:
+            ch.close()
+    return True
+
+
+def publish_confirmed(
+    channel: BlockingChannel,
+    exchange: str,
+    messages: Iterable[tuple[str, bytes]],
+    properties: pika.BasicProperties | None = None,
+) -> None:
+    """Publish (routing key, body) pairs on a channel in confirm mode; pika's
+    BlockingChannel returns only after the broker confirmed each one."""
+    for routing_key, body in messages:
+        channel.basic_publish(exchange, routing_key, body, properties)

@@ -1,0 +1,109 @@
+"""The management UI in a real browser: Debian's headless Chromium driven by
+Selenium through Debian's chromedriver (no driver or browser downloads). Only with
+--browser (or SMOKE_BROWSER=1)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from smoke_settings import Extras, Target
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,1000",
+)
+
+
+@pytest.fixture
+def browser(extras: Extras, target: Target, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    try:
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail("--browser needs the selenium package in this Python environment", pytrace=False)
+    for path in (extras.chromium, extras.chromedriver):
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} missing: apt-get install chromium chromium-driver", pytrace=False)
+    # Explicit paths mean Selenium Manager has nothing to find; offline, it fetches nothing either.
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    with tempfile.TemporaryDirectory(prefix="smoke-chromium-", ignore_cleanup_errors=True) as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = extras.chromium
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        try:
+            driver = webdriver.Chrome(service=Service(executable_path=extras.chromedriver), options=options)
+        except WebDriverException as exc:
+            pytest.fail(f"cannot start {extras.chromium} via {extras.chromedriver}: {exc.msg}", pytrace=False)
+        driver.set_page_load_timeout(target.timeout)
+        driver.set_script_timeout(target.timeout)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def _screenshot_path(extras: Extras, target: Target, suffix: str = "") -> Path:
+    parts = urlsplit(target.management_url)
+    host = parts.hostname or "broker"
+    if parts.port and parts.port != 15672:
+        host = f"{host}-{parts.port}"
+    extras.screenshot_dir.mkdir(parents=True, exist_ok=True)
+    return extras.screenshot_dir / f"management-ui-{host}{suffix}.png"
+
+
+def test_management_ui(
+    browser: Any, target: Target, extras: Extras, broker: dict[str, Any], notes: list[str]
+) -> None:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, target.timeout)
+
+    def see(condition: Any, what: str) -> Any:
+        try:
+            return wait.until(condition)
+        except TimeoutException:
+            shot = _screenshot_path(extras, target, "-failed")
+            browser.save_screenshot(str(shot))
+            pytest.fail(f"management UI: {what} not seen within {target.timeout:g} s (screenshot {shot})",
+                        pytrace=False)
+
+    browser.get(target.management_url + "/")
+    see(ec.visibility_of_element_located((By.NAME, "username")), "the login form").send_keys(target.admin_user)
+    browser.find_element(By.NAME, "password").send_keys(target.admin_password)
+    browser.find_element(By.CSS_SELECTOR, "#login input[type=submit]").click()
+
+    version = broker["overview"]["rabbitmq_version"]
+    see(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#main h1"), "Overview"), "the Overview page")
+    see(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), version), f"RabbitMQ version {version}")
+
+    browser.find_element(By.CSS_SELECTOR, 'a[href="#/queues"]').click()
+    see(ec.url_contains("#/queues"), "the Queues tab")
+    for vhost, queue in target.expect_queues:
+        link = f'a[href="#/queues/{quote(vhost, safe="")}/{quote(queue, safe="")}"]'
+        see(ec.visibility_of_element_located((By.CSS_SELECTOR, link)), f"queue {vhost}:{queue} in the list")
+
+    shot = _screenshot_path(extras, target)
+    assert browser.save_screenshot(str(shot)), f"could not write {shot}"
+    print(f"management UI screenshot: {shot}")
+    notes.append(f"management UI screenshot: {shot.resolve()}")
