@@ -9,14 +9,15 @@ export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
 export PATH            := $(CURDIR)/$(BIN):$(PATH)
 IMAGES      := 12:bookworm 13:trixie
-SCENARIOS   ?= default
+SCENARIOS   ?= default worker
 
-.PHONY: help deps venv images site sandbox sandbox-destroy lint unit test molecule bench clean
+.PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit test molecule bench clean
 
 help:
 	@echo "make site             create the local sandbox and provision it (site.yml)"
 	@echo "make test             lint, unit tests and every Molecule scenario (what CI runs)"
 	@echo "make sandbox-destroy  remove the sandbox containers"
+	@echo "make smoke            the live smoke suite against the sandbox broker"
 	@echo "make lint | unit | molecule | bench"
 
 deps: .stamps/apt venv
@@ -44,10 +45,16 @@ sandbox: deps images
 
 site: sandbox
 	$(BIN)/ansible-playbook site.yml -i inventory/sandbox
+	$(BIN)/ansible-playbook playbooks/smoke.yml -i inventory/sandbox
 	@echo
 	@echo "Management UI: http://127.0.0.1:15672/  (user: admin)"
 	@echo "Admin password: cat .sandbox/rabbitmq_admin_password"
 	@echo "App user 'app' on vhost 'app': cat .sandbox/rabbitmq_app_password"
+
+smoke: deps
+	@start=$$(date +%s%N); \
+	$(BIN)/ansible-playbook playbooks/smoke.yml -i inventory/sandbox; rc=$$?; \
+	echo "make smoke: $$(( ($$(date +%s%N) - start) / 1000000 )) ms"; exit $$rc
 
 sandbox-destroy: deps
 	$(BIN)/ansible-playbook playbooks/sandbox-destroy.yml -i inventory/sandbox

@@ -13,6 +13,9 @@ environment or a file:
     SMOKE_TIMEOUT          seconds for every network call (default 10)
     SMOKE_CA_FILE          CA bundle verifying amqps:// and https://
 
+Opt-in: SMOKE_WORKER_* (the worker end to end), --destructive / SMOKE_DESTRUCTIVE=1
+with SMOKE_RESTART_COMMAND, --browser / SMOKE_BROWSER=1; see README.md.
+
 The broker is probed once per session (AMQP, then the management API); when that
 fails, the session stops after one error that says why.
 """
@@ -35,14 +38,14 @@ from pika.adapters.blocking_connection import BlockingChannel
 from smoke_amqp import (
     Cleanup,
     Connections,
-    SmokeError,
     close_quietly,
     connect,
     describe_amqp_error,
     parameters,
     server_properties,
 )
-from smoke_management import Management, poll
+from smoke_errors import SmokeError, fail
+from smoke_management import Management, Probe, poll
 from smoke_settings import (
     CONNECTION_PREFIX,
     NAME_PREFIX,
@@ -112,14 +115,14 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     try:
         return (yield)
     except SmokeError as exc:
-        pytest.fail(f"{_where(exc, item)}{exc}", pytrace=False)
+        fail(f"{_where(exc, item)}{exc}")
     except (
         pika.exceptions.ChannelClosedByBroker,
         pika.exceptions.ConnectionClosedByBroker,
         pika.exceptions.StreamLostError,
         pika.exceptions.AMQPHeartbeatTimeout,
     ) as exc:
-        pytest.fail(f"{_where(exc, item)}{describe_amqp_error(exc)}", pytrace=False)
+        fail(f"{_where(exc, item)}{describe_amqp_error(exc)}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -129,7 +132,7 @@ def pytest_fixture_setup(
     try:
         return (yield)
     except SmokeError as exc:
-        pytest.fail(f"{fixturedef.argname}: {exc}", pytrace=False)
+        fail(f"{fixturedef.argname}: {exc}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
@@ -147,7 +150,7 @@ def _stop_on(request: pytest.FixtureRequest, action: Callable[[], T]) -> T:
         return action()
     except SmokeError as exc:
         request.session.shouldfail = STOPPING
-        pytest.fail(str(exc), pytrace=False)
+        fail(str(exc))
 
 
 def _option(config: pytest.Config, name: str, env: str, default: str | None = None) -> str | None:
@@ -230,7 +233,7 @@ def anonymous_management(target: Target) -> Callable[[str, str], Management]:
     return lambda user, password: Management(target, user, password)
 
 
-def _probe(target: Target, management: Management, run_id: str) -> dict[str, object]:
+def _probe(target: Target, management: Management, run_id: str) -> Probe:
     conn = connect(target, f"{CONNECTION_PREFIX}-{run_id} probe")
     try:
         props = server_properties(conn)
@@ -238,39 +241,42 @@ def _probe(target: Target, management: Management, run_id: str) -> dict[str, obj
         close_quietly(conn)
     if not target.admin_password:
         raise SmokeError("no admin password: set SMOKE_ADMIN_PASSWORD or --admin-password-file")
-    overview = management.probe()
-    return {"server": props, "overview": overview}
+    return Probe(server=props, overview=management.probe())
 
 
 @pytest.fixture(scope="session", autouse=True)
-def broker(
-    request: pytest.FixtureRequest, target: Target, management: Management, run_id: str
-) -> dict[str, object]:
-    """Probes AMQP and the management API once: what connection.start announced
-    ("server") and /api/overview ("overview")."""
+def broker(request: pytest.FixtureRequest, target: Target, management: Management, run_id: str) -> Probe:
+    """Probes AMQP and the management API once, before the first test."""
     return _stop_on(request, lambda: _probe(target, management, run_id))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind(
-    broker: dict[str, object], management: Management, target: Target, run_id: str, pytestconfig: pytest.Config
+    broker: Probe, management: Management, target: Target, run_id: str, pytestconfig: pytest.Config
 ) -> Iterator[None]:
     """After the last test: none of this run's queues, exchanges or connections remain.
     Objects of other runs (a concurrent run against another node of the same
     cluster, or one killed midway) are only reported."""
     yield
+
+    def leftovers(name_prefix: str, connection_prefix: str) -> list[str]:
+        try:
+            return management.leftovers(name_prefix, connection_prefix)
+        except SmokeError as exc:  # e.g. still restarting: keep polling
+            return [str(exc)]
+
     mine = poll(
-        lambda: management.leftovers(f"{NAME_PREFIX}{run_id}-", f"{CONNECTION_PREFIX}-{run_id}"),
+        lambda: leftovers(f"{NAME_PREFIX}{run_id}-", f"{CONNECTION_PREFIX}-{run_id}"),
         done=lambda found: not found,
         timeout=max(5.0, target.timeout),
     )
-    others = [o for o in management.leftovers(NAME_PREFIX, CONNECTION_PREFIX) if o not in mine]
+    others = [o for o in leftovers(NAME_PREFIX, CONNECTION_PREFIX) if o not in mine]
     if others:
         pytestconfig.stash[NOTES].append(
             "objects of other smoke runs (concurrent, or left by a killed run): " + "; ".join(others)
         )
     if mine:
-        pytest.fail(f"the smoke run {run_id} left behind: " + "; ".join(mine), pytrace=False)
+        fail(f"the smoke run {run_id} left behind: " + "; ".join(mine))
 
 
 # -- per test: names, connections, channels, cleanup ---------------------------------------
@@ -279,7 +285,11 @@ def nothing_left_behind(
 @pytest.fixture
 def names(run_id: str) -> Callable[[str], str]:
     """Unique names for what a test declares: smoke-<run>-<label>-<random>."""
-    return lambda label="t": f"{NAME_PREFIX}{run_id}-{label}-{secrets.token_hex(3)}"
+
+    def new_name(label: str = "t") -> str:
+        return f"{NAME_PREFIX}{run_id}-{label}-{secrets.token_hex(3)}"
+
+    return new_name
 
 
 @pytest.fixture
@@ -321,9 +331,9 @@ def cleanup(amqp: Connections) -> Iterator[Cleanup]:
     try:
         failed = tracker.run()
     except SmokeError as exc:
-        pytest.fail(f"cleanup: {exc}", pytrace=False)
+        fail(f"cleanup: {exc}")
     if failed:
-        pytest.fail("could not delete " + ", ".join(failed), pytrace=False)
+        fail("could not delete " + ", ".join(failed))
 
 
 @pytest.fixture(scope="session")
@@ -338,4 +348,3 @@ def worker(target: Target) -> Worker:
 def notes(pytestconfig: pytest.Config) -> list[str]:
     """Lines printed in the run's summary (e.g. where a screenshot went)."""
     return pytestconfig.stash[NOTES]
-

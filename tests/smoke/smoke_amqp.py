@@ -3,9 +3,13 @@ deliveries with a deadline, and cleaning up what a test declared."""
 
 from __future__ import annotations
 
+import logging
 import math
+import socket
+import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +17,8 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from smoke_errors import SmokeError, tls_reason
 from smoke_settings import Target
-
-
-class SmokeError(Exception):
-    """A failure whose message is the whole story: reported without a traceback."""
 
 
 def text(value: object) -> str:
@@ -49,23 +50,45 @@ def describe_connect_error(target: Target, exc: BaseException) -> str:
         return f"cannot connect to {url}: the port does not speak AMQP 0-9-1 (wrong port, or TLS mismatch?)"
     if isinstance(exc, pika.exceptions.AMQPConnectionError):
         return f"cannot connect to {url}: {_first_arg(exc)}"
+    if isinstance(exc, ssl.SSLError):
+        return f"cannot connect to {url}: {tls_reason(str(exc))}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot connect to {url}: cannot resolve host {target.amqp_host!r} ({exc.strerror})"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot connect to {url}: {exc.strerror.lower()}"
     return f"cannot connect to {url}: {exc.__class__.__name__}: {exc}"
 
 
 def _first_arg(exc: BaseException) -> str:
-    """pika wraps the cause in args[0]; show that, not the wrapper's repr."""
-    inner = exc.args[0] if exc.args else exc
-    if isinstance(inner, BaseException):
-        cause = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) else inner
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror.lower()
-        return repr(cause)
-    return str(inner) or exc.__class__.__name__
+    """pika wraps the cause (in args[0], then in an `exception` attribute): show the cause."""
+    cause: object = exc.args[0] if exc.args else exc
+    while isinstance(cause, BaseException) and isinstance(getattr(cause, "exception", None), BaseException):
+        cause = cause.exception  # type: ignore[attr-defined]
+    if isinstance(cause, ssl.SSLError):
+        return tls_reason(str(cause))
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    if isinstance(cause, TimeoutError):
+        return "timed out"
+    return repr(cause) if isinstance(cause, BaseException) else str(cause) or exc.__class__.__name__
+
+
+@contextmanager
+def _pika_quiet() -> Iterator[None]:
+    """pika logs a failed connection attempt with a traceback; the SmokeError says it better."""
+    logger = logging.getLogger("pika")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def connect(target: Target, connection_name: str) -> pika.BlockingConnection:
     try:
-        return pika.BlockingConnection(parameters(target, connection_name))
+        with _pika_quiet():
+            return pika.BlockingConnection(parameters(target, connection_name))
     except (pika.exceptions.AMQPError, OSError) as exc:
         raise SmokeError(describe_connect_error(target, exc)) from None
 
@@ -100,16 +123,14 @@ class Connections:
 
 def server_properties(connection: pika.BlockingConnection) -> dict[str, Any]:
     # pika exposes what connection.start announced only on the implementation object.
-    props = connection._impl.server_properties  # noqa: SLF001
+    props = connection._impl.server_properties
     return {text(k): v for k, v in props.items()}
 
 
 def close_quietly(connection: pika.BlockingConnection) -> None:
     if connection.is_open:
-        try:
+        with suppress(pika.exceptions.AMQPError):
             connection.close()
-        except pika.exceptions.AMQPError:
-            pass
 
 
 def wait_until(
@@ -145,15 +166,9 @@ class Inbox:
 
     deliveries: list[Delivery] = field(default_factory=list)
 
-    def on_message(
-        self, ch: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes
-    ) -> None:
+    def on_message(self, ch: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
         self.deliveries.append(Delivery(body, properties, method.routing_key, method.redelivered))
         ch.basic_ack(method.delivery_tag)
-
-    @property
-    def bodies(self) -> list[bytes]:
-        return [d.body for d in self.deliveries]
 
 
 def consume(channel: BlockingChannel, queue: str, count: int, timeout: float) -> list[Delivery]:
@@ -227,15 +242,3 @@ def _delete(conn: pika.BlockingConnection, kind: str, item: str) -> bool:
         if ch.is_open:
             ch.close()
     return True
-
-
-def publish_confirmed(
-    channel: BlockingChannel,
-    exchange: str,
-    messages: Iterable[tuple[str, bytes]],
-    properties: pika.BasicProperties | None = None,
-) -> None:
-    """Publish (routing key, body) pairs on a channel in confirm mode; pika's
-    BlockingChannel returns only after the broker confirmed each one."""
-    for routing_key, body in messages:
-        channel.basic_publish(exchange, routing_key, body, properties)

@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
 
-from smoke_amqp import SmokeError
+from smoke_errors import SmokeError, tls_reason
 from smoke_settings import Target
 
-
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the session's probe learned: the AMQP server properties and /api/overview."""
+
+    server: dict[str, Any]
+    overview: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return str(self.overview["rabbitmq_version"])
 
 
 def q(segment: str) -> str:
@@ -29,14 +41,17 @@ class Management:
         self.timeout = target.timeout
         self.session = requests.Session()
         self.session.auth = (user, password)
-        self.session.verify = target.http_verify()
+        # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
+        self.verify = target.http_verify()
 
     def close(self) -> None:
         self.session.close()
 
     def get(self, path: str, **params: str | int) -> requests.Response:
         try:
-            return self.session.get(f"{self.base}/api/{path}", params=params or None, timeout=self.timeout)
+            return self.session.get(
+                f"{self.base}/api/{path}", params=params or None, timeout=self.timeout, verify=self.verify
+            )
         except requests.RequestException as exc:
             raise SmokeError(f"management API at {self.base} unreachable: {_reason(exc)}") from None
 
@@ -49,7 +64,9 @@ class Management:
     def probe(self) -> dict[str, Any]:
         """/api/overview, or a SmokeError saying why this is no usable management API."""
         try:
-            response = self.session.get(f"{self.base}/api/overview", timeout=self.timeout)
+            response = self.session.get(f"{self.base}/api/overview", timeout=self.timeout, verify=self.verify)
+        except requests.exceptions.SSLError as exc:
+            raise SmokeError(f"management API at {self.base}: {_reason(exc)}") from None
         except requests.RequestException as exc:
             raise SmokeError(
                 f"no management API at {self.base}: {_reason(exc)} "
@@ -85,9 +102,7 @@ class Management:
         return found
 
 
-def poll(
-    fetch: Callable[[], T], done: Callable[[T], bool] = bool, timeout: float = 10.0, interval: float = 0.25
-) -> T:
+def poll(fetch: Callable[[], T], done: Callable[[T], bool] = bool, timeout: float = 10.0, interval: float = 0.25) -> T:
     """Call `fetch()` until `done(value)` or `timeout` seconds pass (the management
     statistics lag behind the broker); the last value fetched."""
     deadline = time.monotonic() + timeout
@@ -102,7 +117,7 @@ def _reason(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.ConnectTimeout | requests.ReadTimeout):
         return f"timed out ({exc.__class__.__name__})"
     if isinstance(exc, requests.exceptions.SSLError):
-        return "TLS verification failed (set SMOKE_CA_FILE to the broker's CA?)"
+        return tls_reason(str(exc))
     if isinstance(exc, requests.ConnectionError):
         text = str(exc)
         if "Connection refused" in text:

@@ -95,8 +95,12 @@ class Worker:
     @classmethod
     def from_env(cls, env: Mapping[str, str], default_timeout: float) -> Worker | str:
         """The settings, or why the worker test cannot run."""
-        names = ("SMOKE_WORKER_EXCHANGE", "SMOKE_WORKER_ROUTING_KEY", "SMOKE_WORKER_ACCOUNT_UUID",
-                 "SMOKE_WORKER_EXPECT_HOST")
+        names = (
+            "SMOKE_WORKER_EXCHANGE",
+            "SMOKE_WORKER_ROUTING_KEY",
+            "SMOKE_WORKER_ACCOUNT_UUID",
+            "SMOKE_WORKER_EXPECT_HOST",
+        )
         # The exchange may legitimately be "" (the default exchange), so test presence.
         missing = [n for n in names if n not in env or (n != "SMOKE_WORKER_EXCHANGE" and not env[n])]
         if missing:
@@ -107,7 +111,7 @@ class Worker:
             account_uuid=env["SMOKE_WORKER_ACCOUNT_UUID"],
             expect_host=env["SMOKE_WORKER_EXPECT_HOST"],
             apikey=env.get("SMOKE_WORKER_APIKEY") or "smoke",
-            timeout=float(env.get("SMOKE_WORKER_TIMEOUT") or max(default_timeout, 30.0)),
+            timeout=float(env.get("SMOKE_WORKER_TIMEOUT") or default_timeout),
         )
 
 

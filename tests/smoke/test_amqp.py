@@ -15,19 +15,18 @@ import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from smoke_amqp import Cleanup, Connections, consume, drain, server_properties, text
-from smoke_management import Management, poll, q
+from smoke_management import Management, Probe, poll, q
 from smoke_settings import Target
 
 PERSISTENT = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
 
 
-def test_server_announces_rabbitmq(connection: pika.BlockingConnection, broker: dict[str, Any]) -> None:
+def test_server_announces_rabbitmq(connection: pika.BlockingConnection, broker: Probe) -> None:
     props = server_properties(connection)
     assert text(props.get("product")) == "RabbitMQ"
     version = text(props.get("version", ""))
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", version), f"no broker version announced: {version!r}"
-    overview_version = broker["overview"]["rabbitmq_version"]
-    assert version == overview_version, f"AMQP announces {version}, the management API {overview_version}"
+    assert version == broker.version, f"AMQP announces {version}, the management API {broker.version}"
     capabilities = {text(k): v for k, v in props.get("capabilities", {}).items()}
     for capability in ("publisher_confirms", "basic.nack", "consumer_cancel_notify", "authentication_failure_close"):
         assert capabilities.get(capability) is True, f"broker lacks capability {capability}"

@@ -13,6 +13,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from smoke_errors import fail
+from smoke_management import Probe
 from smoke_settings import Extras, Target
 
 pytestmark = pytest.mark.browser
@@ -37,10 +39,10 @@ def browser(extras: Extras, target: Target, monkeypatch: pytest.MonkeyPatch) -> 
         from selenium.common.exceptions import WebDriverException
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.fail("--browser needs the selenium package in this Python environment", pytrace=False)
+        fail("--browser needs the selenium package in this Python environment")
     for path in (extras.chromium, extras.chromedriver):
         if not os.access(path, os.X_OK):
-            pytest.fail(f"{path} missing: apt-get install chromium chromium-driver", pytrace=False)
+            fail(f"{path} missing: apt-get install chromium chromium-driver")
     # Explicit paths mean Selenium Manager has nothing to find; offline, it fetches nothing either.
     monkeypatch.setenv("SE_OFFLINE", "true")
     with tempfile.TemporaryDirectory(prefix="smoke-chromium-", ignore_cleanup_errors=True) as profile:
@@ -51,7 +53,7 @@ def browser(extras: Extras, target: Target, monkeypatch: pytest.MonkeyPatch) -> 
         try:
             driver = webdriver.Chrome(service=Service(executable_path=extras.chromedriver), options=options)
         except WebDriverException as exc:
-            pytest.fail(f"cannot start {extras.chromium} via {extras.chromedriver}: {exc.msg}", pytrace=False)
+            fail(f"cannot start {extras.chromium} via {extras.chromedriver}: {exc.msg}")
         driver.set_page_load_timeout(target.timeout)
         driver.set_script_timeout(target.timeout)
         try:
@@ -69,9 +71,7 @@ def _screenshot_path(extras: Extras, target: Target, suffix: str = "") -> Path:
     return extras.screenshot_dir / f"management-ui-{host}{suffix}.png"
 
 
-def test_management_ui(
-    browser: Any, target: Target, extras: Extras, broker: dict[str, Any], notes: list[str]
-) -> None:
+def test_management_ui(browser: Any, target: Target, extras: Extras, broker: Probe, notes: list[str]) -> None:
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -85,15 +85,14 @@ def test_management_ui(
         except TimeoutException:
             shot = _screenshot_path(extras, target, "-failed")
             browser.save_screenshot(str(shot))
-            pytest.fail(f"management UI: {what} not seen within {target.timeout:g} s (screenshot {shot})",
-                        pytrace=False)
+            fail(f"management UI: {what} not seen within {target.timeout:g} s (screenshot {shot})")
 
     browser.get(target.management_url + "/")
     see(ec.visibility_of_element_located((By.NAME, "username")), "the login form").send_keys(target.admin_user)
     browser.find_element(By.NAME, "password").send_keys(target.admin_password)
     browser.find_element(By.CSS_SELECTOR, "#login input[type=submit]").click()
 
-    version = broker["overview"]["rabbitmq_version"]
+    version = broker.version
     see(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#main h1"), "Overview"), "the Overview page")
     see(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), version), f"RabbitMQ version {version}")
 

@@ -13,6 +13,7 @@ import pika.exceptions
 import pytest
 
 from smoke_amqp import Cleanup, Connections, SmokeError, drain
+from smoke_errors import fail
 from smoke_settings import Extras, Target
 
 pytestmark = pytest.mark.destructive
@@ -20,18 +21,18 @@ pytestmark = pytest.mark.destructive
 
 def _restart(extras: Extras) -> None:
     if not extras.restart_command:
-        pytest.fail("--destructive needs SMOKE_RESTART_COMMAND, the command that restarts the broker", pytrace=False)
+        fail("--destructive needs SMOKE_RESTART_COMMAND, the command that restarts the broker")
     command = " ".join(extras.restart_command)
     try:
-        result = subprocess.run(
+        result = subprocess.run(  # noqa: S603 - the operator's own command, by design
             extras.restart_command, capture_output=True, text=True, timeout=extras.restart_timeout, check=False
         )
     except FileNotFoundError:
-        pytest.fail(f"SMOKE_RESTART_COMMAND: {extras.restart_command[0]} not found", pytrace=False)
+        fail(f"SMOKE_RESTART_COMMAND: {extras.restart_command[0]} not found")
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{command!r} did not finish within {extras.restart_timeout:g} s", pytrace=False)
+        fail(f"{command!r} did not finish within {extras.restart_timeout:g} s")
     if result.returncode != 0:
-        pytest.fail(f"{command!r} exited {result.returncode}: {result.stderr.strip()[-500:]}", pytrace=False)
+        fail(f"{command!r} exited {result.returncode}: {result.stderr.strip()[-500:]}")
 
 
 def _reconnect(amqp: Connections, timeout: float) -> pika.BlockingConnection:
@@ -42,7 +43,7 @@ def _reconnect(amqp: Connections, timeout: float) -> pika.BlockingConnection:
             return amqp.open("after-restart")
         except SmokeError as exc:
             if time.monotonic() >= deadline:
-                pytest.fail(f"broker not back {timeout:g} s after the restart: {exc}", pytrace=False)
+                fail(f"broker not back {timeout:g} s after the restart: {exc}")
             time.sleep(1)
 
 
@@ -69,7 +70,7 @@ def test_persistent_messages_survive_a_restart(
             count = channel.queue_declare(queue, passive=True).method.message_count
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
-                pytest.fail(f"durable queue {queue} did not survive the restart", pytrace=False)
+                fail(f"durable queue {queue} did not survive the restart")
             channel = channel.connection.channel()
         if count == len(bodies):
             break

@@ -31,12 +31,13 @@ def test_hello_world(channel: BlockingChannel, name: str, target: Target) -> Non
 
 @dataclass
 class TaskWorker:
-    """A consumer with prefetch 1 that acks when told to, recording what it held."""
+    """A consumer (prefetch 1) that acks when told to, recording what it was given."""
 
     channel: BlockingChannel
     received: list[bytes] = field(default_factory=list)
     persistent: list[bool] = field(default_factory=list)
     unacked: list[int] = field(default_factory=list)
+    acked: int = 0
     most_unacked: int = 0
 
     def on_message(self, _ch: BlockingChannel, method: Any, props: pika.BasicProperties, body: bytes) -> None:
@@ -45,11 +46,36 @@ class TaskWorker:
         self.unacked.append(method.delivery_tag)
         self.most_unacked = max(self.most_unacked, len(self.unacked))
 
-    def ack_all(self) -> int:
+    def ack_all(self) -> None:
         for tag in self.unacked:
             self.channel.basic_ack(tag)
-        done, self.unacked = len(self.unacked), []
-        return done
+        self.acked += len(self.unacked)
+        self.unacked.clear()
+
+
+@dataclass
+class SlowAndFast:
+    """Drives two workers: the fast one finishes each task at once, the slow one
+    takes as long as `slowness` of the fast one's tasks."""
+
+    slow: TaskWorker
+    fast: TaskWorker
+    total: int
+    slowness: int = 3
+    fast_acked_at_slow_ack: int = 0
+
+    @property
+    def acked(self) -> int:
+        return self.slow.acked + self.fast.acked
+
+    def step(self) -> bool:
+        """One round of work; True once every task is acked."""
+        self.fast.ack_all()
+        all_handed_out = len(self.slow.received) + len(self.fast.received) == self.total
+        if self.slow.unacked and (self.fast.acked - self.fast_acked_at_slow_ack >= self.slowness or all_handed_out):
+            self.slow.ack_all()
+            self.fast_acked_at_slow_ack = self.fast.acked
+        return self.acked == self.total
 
 
 def test_work_queue_fair_dispatch(amqp: Connections, names: Names, cleanup: Cleanup, target: Target) -> None:
@@ -69,21 +95,10 @@ def test_work_queue_fair_dispatch(amqp: Connections, names: Names, cleanup: Clea
     for worker in (slow, fast):  # the slow one subscribes first and gets the first task
         worker.channel.basic_qos(prefetch_count=1)
         worker.channel.basic_consume(queue, worker.on_message)
+    run = SlowAndFast(slow, fast, len(tasks))
 
-    progress = {"fast_done": 0, "fast_done_at_slow_ack": 0, "acked": 0}
-
-    def step() -> bool:
-        progress["fast_done"] += fast.ack_all()  # the fast worker finishes at once
-        finished_all = len(slow.received) + len(fast.received) == len(tasks)
-        # The slow worker takes as long as three of the fast one's tasks.
-        if slow.unacked and (progress["fast_done"] - progress["fast_done_at_slow_ack"] >= 3 or finished_all):
-            slow.ack_all()
-            progress["fast_done_at_slow_ack"] = progress["fast_done"]
-        progress["acked"] = progress["fast_done"] + len(slow.received) - len(slow.unacked)
-        return progress["acked"] == len(tasks)
-
-    done = wait_until(step, [slow_conn, fast_conn], target.timeout, step=0.02)
-    assert done, f"only {progress['acked']} of {len(tasks)} tasks processed in {target.timeout:g} s"
+    done = wait_until(run.step, [slow_conn, fast_conn], target.timeout, step=0.02)
+    assert done, f"only {run.acked} of {len(tasks)} tasks processed in {target.timeout:g} s"
     assert slow.received and fast.received, "both workers should have had work"
     assert sorted(slow.received + fast.received) == tasks, "a task was lost or processed twice"
     assert slow.most_unacked == 1 and fast.most_unacked == 1, "prefetch 1 not honoured"
@@ -110,7 +125,9 @@ def test_publish_subscribe(amqp: Connections, names: Names, cleanup: Cleanup, ta
         assert [d.body for d in consume(ch, queue, 1, target.timeout)] == [b"to everyone"], f"{queue} missed it"
 
 
-def _bound_queues(channel: BlockingChannel, exchange: str, bindings: dict[str, list[str]], names: Names) -> dict[str, str]:
+def _bound_queues(
+    channel: BlockingChannel, exchange: str, bindings: dict[str, list[str]], names: Names
+) -> dict[str, str]:
     """Declare an exclusive queue per label, bound with each of its keys; label -> queue name."""
     queues = {}
     for label, keys in bindings.items():
@@ -163,7 +180,7 @@ def test_topics(channel: BlockingChannel, names: Names, cleanup: Cleanup) -> Non
     got = {label: drain(channel, queue) for label, queue in queues.items()}
     for label in queues:
         wanted = [key.encode() for key, labels in expected.items() if label in labels]
-        assert got[label] == wanted, f"queue {label!r} bound {label} got {got[label]}, expected {wanted}"
+        assert got[label] == wanted, f"queue {label!r} got {got[label]}, expected {wanted}"
 
 
 def test_rpc(amqp: Connections, names: Names, target: Target) -> None:
@@ -196,8 +213,9 @@ def test_rpc(amqp: Connections, names: Names, target: Target) -> None:
         client.basic_publish("", rpc_queue, str(n).encode(), props)
 
     def answers() -> dict[str, bytes]:
-        return {d.properties.correlation_id: d.body for d in replies.deliveries
-                if d.properties.correlation_id in requests}
+        return {
+            d.properties.correlation_id: d.body for d in replies.deliveries if d.properties.correlation_id in requests
+        }
 
     assert wait_until(lambda: len(answers()) == len(requests), [server_conn, client_conn], target.timeout), (
         f"{len(answers())} of {len(requests)} RPC replies within {target.timeout:g} s"

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import pika
 import pika.exceptions
-import pytest
 
 from smoke_amqp import Connections, Inbox, wait_until
+from smoke_errors import fail
 from smoke_settings import Worker
 
 
@@ -41,19 +41,15 @@ def test_worker_replies_to_a_job(worker: Worker, amqp: Connections, names: Calla
     try:
         channel.basic_publish(worker.exchange, worker.routing_key, body, props, mandatory=True)
     except pika.exceptions.UnroutableError:
-        pytest.fail(
-            f"exchange {worker.exchange!r} routes {worker.routing_key!r} to no queue (is the worker's queue bound?)",
-            pytrace=False,
-        )
+        fail(f"exchange {worker.exchange!r} routes {worker.routing_key!r} to no queue (is the worker's queue bound?)")
 
     def ours() -> list[bytes]:
         return [d.body for d in replies.deliveries if d.properties.correlation_id == correlation_id]
 
     if not wait_until(lambda: bool(ours()), [conn], worker.timeout):
-        pytest.fail(
+        fail(
             f"no reply from the worker within {worker.timeout:g} s (is it running? a job it rejects "
-            "goes to its dead-letter queue unanswered: check the account uuid and apikey)",
-            pytrace=False,
+            "goes to its dead-letter queue unanswered: check the account uuid and apikey)"
         )
     reply = json.loads(ours()[0])
     assert reply["account_uuid"] == worker.account_uuid

@@ -27,6 +27,10 @@ from typing import Any, Protocol
 
 from account_worker import amqp
 from account_worker.backoff import backoff_delay
+
+# A database outage is waited out with the jobs safely queued in the broker; a
+# low cap on the ping interval resumes work within seconds of its return.
+DB_BACKOFF_CAP = 5.0
 from account_worker.batch import ActionFn, BatchResult, BatchSettings, Delivery, Instruction, Store, process_batch
 from account_worker.config import Config
 from account_worker.decisions import Decision, Verdict
@@ -330,7 +334,7 @@ class Runner:
                 self._db.ping()
                 return True
             except DatabaseUnavailable as exc:
-                delay = backoff_delay(attempt, base=0.5, cap=30.0, random=self._random)
+                delay = backoff_delay(attempt, base=0.5, cap=DB_BACKOFF_CAP, random=self._random)
                 attempt += 1
                 log_event(
                     self._log, logging.WARNING, "database_unreachable",

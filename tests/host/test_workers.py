@@ -1,0 +1,104 @@
+"""Host checks of a worker host (roles runit, postgresql_client, worker)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import pytest
+
+NAME = "account-worker"
+
+
+def instances(host) -> list[str]:
+    out = host.check_output(f"ls -1 /etc/service | grep -E '^{NAME}-[0-9]+$' || true")
+    return out.split()
+
+
+def test_runsvdir_scans_etc_service(host) -> None:
+    assert host.process.filter(comm="runsvdir")
+    assert any("/etc/service" in p.args for p in host.process.filter(comm="runsvdir"))
+
+
+def test_every_instance_and_its_logger_are_up(host) -> None:
+    names = instances(host)
+    assert names, "no worker instance is linked into /etc/service"
+    for name in names:
+        status = host.check_output(f"sv status /etc/service/{name}")
+        assert status.startswith("run:"), status
+        assert "; run: log:" in status, status
+
+
+def test_worker_runs_unprivileged(host) -> None:
+    procs = [p for p in host.process.filter(user=NAME) if "bin/account-worker" in p.args]
+    assert len(procs) == len(instances(host))
+    assert not [p for p in host.process.filter(user="root") if "bin/account-worker" in p.args]
+
+
+def test_svlogd_runs_as_the_log_user(host) -> None:
+    loggers = host.process.filter(comm="svlogd")
+    assert loggers
+    assert all(p.user == f"{NAME}-log" for p in loggers)
+    assert all("-tt" in p.args for p in loggers)
+
+
+def test_logs_have_tai_timestamps(host) -> None:
+    for name in instances(host):
+        current = host.file(f"/var/log/{name}/current")
+        assert current.exists
+        lines = [line for line in current.content_string.splitlines() if line]
+        assert lines, f"{name} has logged nothing"
+        # svlogd -tt: "2026-11-23_18:48:34.23988 " then the worker's own line.
+        assert all(re.match(r"^\d{4}-\d\d-\d\d_\d\d:\d\d:\d\d\.\d+ ", line) for line in lines[-20:])
+        assert any("event=consuming" in line for line in lines)
+
+
+def test_log_rotation_settings(host) -> None:
+    for name in instances(host):
+        config = host.file(f"/var/log/{name}/config").content_string.split()
+        assert any(c.startswith("s") and c[1:].isdigit() for c in config)
+        assert any(c.startswith("n") and c[1:].isdigit() for c in config)
+
+
+def test_envdir_is_private(host) -> None:
+    envdir = host.file(f"/etc/{NAME}/env")
+    assert envdir.is_directory
+    assert envdir.mode == 0o750
+    assert (envdir.user, envdir.group) == ("root", NAME)
+    for var in ("WORKER_AMQP_URLS", "WORKER_DATABASE_URL"):
+        f = host.file(f"/etc/{NAME}/env/{var}")
+        assert f.mode == 0o640
+        assert (f.user, f.group) == ("root", NAME)
+
+
+def test_secrets_not_in_logs(host) -> None:
+    url = host.file(f"/etc/{NAME}/env/WORKER_DATABASE_URL").content_string.strip()
+    password = urlsplit(url).password
+    assert password
+    for name in instances(host):
+        assert password not in host.file(f"/var/log/{name}/current").content_string
+
+
+def test_run_script_drops_privileges_with_the_envdir(host) -> None:
+    run = host.file(f"/etc/sv/{NAME}-1/run").content_string
+    assert f"chpst -u {NAME}:{NAME} -e /etc/{NAME}/env" in run
+
+
+def test_virtualenv_has_the_worker(host) -> None:
+    out = host.check_output(f"/opt/{NAME}/venv/bin/python -c 'import account_worker, pika, psycopg; print(\"ok\")'")
+    assert out == "ok"
+
+
+@pytest.mark.parametrize("package", ["runit", "libpq5"])
+def test_packages(host, package: str) -> None:
+    assert host.package(package).is_installed
+
+
+def test_psql_reaches_the_database_with_the_deployed_credentials(host) -> None:
+    url = urlsplit(host.file(f"/etc/{NAME}/env/WORKER_DATABASE_URL").content_string.strip())
+    pgpass = host.file(f"/opt/{NAME}/.pgpass")
+    assert pgpass.mode == 0o600 and pgpass.user == NAME
+    # -w: never prompt; the password comes from the worker user's .pgpass.
+    cmd = (f"runuser -u {NAME} -- psql -w -h {url.hostname} -p {url.port or 5432} -U {url.username} "
+           f"-d {url.path.lstrip('/')} -tAc 'SELECT count(*) FROM accounts'")
+    assert int(host.check_output(cmd)) >= 1
