@@ -53,3 +53,42 @@ def process_job(message_id: str, apikey: str, account_uuid: str) -> str:
             raise LookupError(f"unknown account {account_uuid}")
         conn.execute(_INSERT, (message_id, account_uuid, row[0]))
     return "done"
+
+
+def publish(prefix: str, count: int, threads: int = 8) -> None:
+    """Harness helper: apply_async `count` tasks with publisher confirms, from a few threads.
+
+    Confirms are switched on here only (the worker keeps Celery's defaults); each thread
+    publishes through its own pooled producer (connection).
+    """
+    import threading
+
+    app.conf.broker_transport_options = {"confirm_publish": True}
+    errors: list[BaseException] = []
+
+    def part(start: int) -> None:
+        try:
+            with app.producer_pool.acquire(block=True) as producer:
+                for i in range(start, count, threads):
+                    message_id = f"{prefix}{i:07d}"
+                    process_job.apply_async(
+                        args=(message_id, "bench", ("1234", "5678")[i % 2]), task_id=message_id, producer=producer
+                    )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=part, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "publish":
+        sys.exit("usage: celery_app.py publish PREFIX COUNT")
+    publish(sys.argv[2], int(sys.argv[3]))

@@ -73,6 +73,26 @@ CASES = {
     "erlang packages not a list": ("erlang", {"erlang_packages": {"erlang-base": True}}, "erlang_packages"),
     "erlang pin priority not a number": ("erlang", {"erlang_pin_priority": "high"}, "erlang_pin_priority"),
     "sandbox state unknown": ("sandbox_hosts", {"sandbox_hosts_state": "running"}, "sandbox_hosts_state"),
+    "cluster without a cookie": (
+        "rabbitmq", broker(rabbitmq_cluster_nodes=["unreachable-host", "other"]), "rabbitmq_erlang_cookie"),
+    "cookie with bad characters": (
+        "rabbitmq", broker(rabbitmq_erlang_cookie="not a valid cookie!"), "rabbitmq_erlang_cookie"),
+    "worker without a database URL": ("worker", {"worker_amqp_urls": ["amqp://u:p@h/v"]}, "worker_database_url"),
+    "worker without broker URLs": (
+        "worker", {"worker_database_url": "postgresql://u:p@h/d"}, "worker_amqp_urls"),
+    "worker instances not a number": (
+        "worker", {"worker_amqp_urls": ["amqp://u:p@h/v"], "worker_database_url": "postgresql://u:p@h/d",
+                   "worker_instances": "many"}, "worker_instances"),
+    "worker URL of another scheme": (
+        "worker", {"worker_amqp_urls": ["http://h/"], "worker_database_url": "postgresql://u:p@h/d"},
+        "worker_amqp_urls"),
+    "worker env not WORKER_*": (
+        "worker", {"worker_amqp_urls": ["amqp://u:p@h/v"], "worker_database_url": "postgresql://u:p@h/d",
+                   "worker_env": {"PATH": "/tmp"}}, "worker_env"),
+    "database fixture without a password": ("postgresql_sandbox", {}, "postgresql_sandbox_password"),
+    "client repository not a dict": (
+        "postgresql_client", {"postgresql_client_apt_repository": ["x"]}, "postgresql_client_apt_repository"),
+    "runit packages not a list": ("runit", {"runit_packages": {"runit": 1}}, "runit_packages"),
 }
 
 

@@ -1,0 +1,96 @@
+"""Shared helpers of the cluster tests: where the nodes are, AMQP and HTTP clients, podman control."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import pika
+import requests
+
+
+@dataclass(frozen=True)
+class Cluster:
+    nodes: list[str]          # container names = hostnames (node rabbit@<name>)
+    amqp_ports: list[int]
+    management_ports: list[int]
+    user: str
+    password: str
+    admin_password: str
+    vhost: str
+
+    @classmethod
+    def from_env(cls) -> Cluster:
+        return cls(
+            nodes=os.environ["CLUSTER_NODES"].split(","),
+            amqp_ports=[int(p) for p in os.environ["CLUSTER_AMQP_PORTS"].split(",")],
+            management_ports=[int(p) for p in os.environ.get("CLUSTER_MANAGEMENT_PORTS", "").split(",") if p],
+            user=os.environ["CLUSTER_APP_USER"],
+            password=os.environ["CLUSTER_APP_PASSWORD"],
+            admin_password=os.environ.get("CLUSTER_ADMIN_PASSWORD", ""),
+            vhost=os.environ["CLUSTER_VHOST"],
+        )
+
+    def url(self, node: str) -> str:
+        port = self.amqp_ports[self.nodes.index(node)]
+        return f"amqp://{quote(self.user, safe='')}:{quote(self.password, safe='')}@127.0.0.1:{port}/{quote(self.vhost, safe='')}"
+
+    def connect(self, node: str, name: str = "bundle-cluster-test") -> pika.BlockingConnection:
+        params = pika.URLParameters(self.url(node))
+        params.client_properties = {"connection_name": name}
+        params.socket_timeout = 10
+        params.blocked_connection_timeout = 30
+        params.connection_attempts = 1
+        return pika.BlockingConnection(params)
+
+    def connect_any(self, name: str = "bundle-cluster-test") -> pika.BlockingConnection:
+        errors = []
+        for node in self.nodes:
+            try:
+                return self.connect(node, name)
+            except pika.exceptions.AMQPConnectionError as exc:
+                errors.append(f"{node}: {exc!r}")
+        raise RuntimeError("no cluster node accepts connections: " + "; ".join(errors))
+
+    def api(self, node: str, path: str):
+        port = self.management_ports[self.nodes.index(node)]
+        r = requests.get(f"http://127.0.0.1:{port}/api/{path}", auth=("admin", self.admin_password), timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+
+def podman(*args: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def cluster_status(node: str) -> dict:
+    out = podman("exec", node, "rabbitmqctl", "--quiet", "--formatter", "json", "cluster_status").stdout
+    return json.loads(out)
+
+
+def wait_running_nodes(node: str, expected: int, deadline_s: float = 180) -> int:
+    deadline = time.monotonic() + deadline_s
+    running = 0
+    while time.monotonic() < deadline:
+        try:
+            running = len(cluster_status(node)["running_nodes"])
+        except (subprocess.CalledProcessError, json.JSONDecodeError, KeyError):
+            running = 0
+        if running >= expected:
+            return running
+        time.sleep(2)
+    return running
+
+
+def kill_node(node: str) -> None:
+    """SIGKILL the node's Erlang VM and keep the service down until start_node."""
+    podman("exec", node, "systemctl", "kill", "--signal=KILL", "rabbitmq-server")
+    podman("exec", node, "systemctl", "stop", "rabbitmq-server", check=False)
+
+
+def start_node(node: str) -> None:
+    podman("exec", node, "systemctl", "start", "rabbitmq-server", timeout=180)

@@ -1,0 +1,157 @@
+"""A 3-node RabbitMQ cluster: membership, quorum replication, and losing a node under load."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pika
+import psycopg
+import pytest
+
+from cluster import Cluster, cluster_status, kill_node, podman, start_node, wait_running_nodes
+
+MESSAGES = 10_000
+
+
+def test_three_running_disk_nodes_one_name_same_versions(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        status = cluster_status(node)
+        expected = {f"rabbit@{n}" for n in cluster.nodes}
+        assert set(status["disk_nodes"]) == expected
+        assert set(status["running_nodes"]) == expected
+        assert status["cluster_name"] == os.environ["CLUSTER_NAME"]
+        versions = status["versions"]
+        assert len({v["rabbitmq_version"] for v in versions.values()}) == 1
+        assert len({v["erlang_version"] for v in versions.values()}) == 1
+
+
+def test_plugins_enabled_on_every_node(cluster: Cluster) -> None:
+    for node in cluster.nodes:
+        out = podman("exec", node, "rabbitmq-plugins", "--quiet", "list", "--enabled", "--formatter", "json").stdout
+        assert "rabbitmq_management" in {p["name"] for p in json.loads(out)["plugins"]}
+
+
+def test_work_queue_is_replicated_to_every_node(cluster: Cluster) -> None:
+    queue = cluster.api(cluster.nodes[0], f"queues/{cluster.vhost}/jobs")
+    assert queue["type"] == "quorum"
+    assert set(queue["members"]) == {f"rabbit@{n}" for n in cluster.nodes}
+    assert set(queue["online"]) == set(queue["members"])
+
+
+def test_losing_a_node_under_load_loses_no_confirmed_message(cluster: Cluster, report) -> None:
+    """Kill the queue's leader mid-way through 10,000 confirmed publishes; every confirmed one survives."""
+    queue = f"node-loss-{uuid.uuid4().hex[:8]}"
+    setup = cluster.connect(cluster.nodes[0])
+    setup.channel().queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    setup.close()
+    leader = cluster.api(cluster.nodes[0], f"queues/{cluster.vhost}/{queue}")["leader"].split("@", 1)[1]
+    publish_node = next(n for n in cluster.nodes if n != leader)
+
+    conn = cluster.connect(publish_node)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    confirmed: set[int] = set()
+    sent = 0
+    try:
+        for i in range(MESSAGES):
+            if i == MESSAGES // 3:
+                kill_node(leader)
+            sent += 1
+            try:
+                ch.basic_publish("", queue, str(i).encode(), pika.BasicProperties(delivery_mode=2), mandatory=True)
+                confirmed.add(i)
+            except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+                pass  # not confirmed: the broker did not take responsibility for it
+        conn.close()
+
+        survivor = cluster.connect(publish_node)
+        sch = survivor.channel()
+        received: set[int] = set()
+        while True:
+            method, _, body = sch.basic_get(queue, auto_ack=True)
+            if method is None:
+                break
+            received.add(int(body))
+        survivor.close()
+    finally:
+        start_node(leader)
+    lost = confirmed - received
+    report.append({"test": "node loss", "sent": sent, "confirmed": len(confirmed), "received": len(received),
+                   "lost_confirmed": len(lost), "killed": leader})
+    assert len(confirmed) >= MESSAGES * 0.9, "most publishes should be confirmed by the surviving majority"
+    assert not lost, f"{len(lost)} confirmed messages were lost"
+
+    assert wait_running_nodes(cluster.nodes[0], len(cluster.nodes)) == len(cluster.nodes), (
+        f"{leader} did not rejoin the cluster")
+    deadline = time.monotonic() + 120
+    online: list[str] = []
+    while time.monotonic() < deadline:
+        online = cluster.api(cluster.nodes[0], f"queues/{cluster.vhost}/{queue}").get("online", [])
+        if len(online) == len(cluster.nodes):
+            break
+        time.sleep(2)
+    assert len(online) == len(cluster.nodes), f"the queue's replica on {leader} did not come back: {online}"
+    cleanup = cluster.connect(publish_node)
+    cleanup.channel().queue_delete(queue)
+    cleanup.close()
+
+
+def _worker_node(cluster: Cluster) -> str | None:
+    for node in cluster.nodes:
+        try:
+            conns = cluster.api(node, "connections")
+        except Exception:  # noqa: BLE001 - a node may be starting
+            continue
+        for c in conns:
+            if str(c.get("client_properties", {}).get("connection_name", "")).startswith("account-worker@"):
+                return c["node"].split("@", 1)[1]
+    return None
+
+
+def test_worker_keeps_processing_through_the_loss_of_its_node(cluster: Cluster, report) -> None:
+    database_url = os.environ["CLUSTER_DATABASE_URL"]
+    deadline = time.monotonic() + 60
+    node = None
+    while node is None and time.monotonic() < deadline:
+        node = _worker_node(cluster)
+        time.sleep(1)
+    assert node, "no worker connection found on any node"
+    publish_node = next(n for n in cluster.nodes if n != node)
+    prefix = f"cluster-{uuid.uuid4().hex[:8]}-"
+    conn = cluster.connect(publish_node)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    jobs = 600
+    try:
+        for i in range(jobs):
+            if i == jobs // 3:
+                kill_node(node)
+            body = json.dumps({"apikey": "cluster", "account_uuid": "1234"}).encode()
+            ch.basic_publish("jobs", "jobs", body,
+                             pika.BasicProperties(message_id=f"{prefix}{i:04d}", delivery_mode=2), mandatory=True)
+        conn.close()
+        deadline = time.monotonic() + 180
+        done = 0
+        while time.monotonic() < deadline:
+            with psycopg.connect(database_url, connect_timeout=5) as db:
+                done = db.execute("SELECT count(DISTINCT message_id) FROM job_runs WHERE message_id LIKE %s",
+                                  (prefix + "%",)).fetchone()[0]
+            if done >= jobs:
+                break
+            time.sleep(1)
+    finally:
+        start_node(node)
+    report.append({"test": "worker through node loss", "jobs": jobs, "recorded": done, "killed": node})
+    assert done == jobs
+    assert wait_running_nodes(cluster.nodes[0], len(cluster.nodes)) == len(cluster.nodes)
+    assert _worker_node(cluster), "the worker is not connected after the node came back"
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_every_node_answers_amqp(cluster: Cluster, index: int) -> None:
+    conn = cluster.connect(cluster.nodes[index])
+    assert conn.is_open
+    conn.close()

@@ -1,0 +1,35 @@
+"""Every playbook parses against both inventories; the example inventory is production-shaped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PLAYBOOKS = ["site.yml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "playbooks").glob("*.yml"))]
+
+
+def ansible(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run([str(BIN / tool), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("inventory", ["inventory/sandbox", "inventory/example"])
+def test_syntax(inventory: str) -> None:
+    result = ansible("ansible-playbook", "--syntax-check", "-i", inventory, *PLAYBOOKS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(PLAYBOOKS) >= 7
+
+
+def test_example_inventory_groups() -> None:
+    result = ansible("ansible-inventory", "-i", "inventory/example", "--graph")
+    assert result.returncode == 0, result.stderr
+    for group in ("@brokers", "@rabbitmq_cluster", "@workers"):
+        assert group in result.stdout
+    assert "@databases" not in result.stdout, "production brings its own database"
