@@ -9,7 +9,7 @@ export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
 export PATH            := $(CURDIR)/$(BIN):$(PATH)
 IMAGES      := 12:bookworm 13:trixie
-SCENARIOS   ?= default worker
+SCENARIOS   ?= default worker cluster
 
 .PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit test molecule bench clean
 

@@ -278,6 +278,19 @@ class PeakRss:
         return sum(self.peaks.values()) / 1024.0
 
 
+def cpu_seconds(pid: int, with_children: bool) -> float:
+    """user + system CPU of the process (and its live direct children), from /proc/<pid>/stat."""
+    total = 0
+    for p in [pid, *(_children(pid) if with_children else [])]:
+        try:
+            with open(f"/proc/{p}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> int | None:
     """SIGTERM, wait, then SIGKILL its own process group (started with start_new_session)."""
     if proc.poll() is None:
@@ -303,6 +316,7 @@ class Result:
     seconds: float = float("nan")
     startup: float = float("nan")
     rss_mb: float = float("nan")
+    cpu: float = float("nan")
     done: int = 0
     note: str = ""
 
@@ -386,6 +400,7 @@ def measure(phase: Phase, db: psycopg.Connection, logdir: Path, timeout: float) 
                     break
                 time.sleep(POLL)
             rss.sample()
+            result.cpu = cpu_seconds(proc.pid, phase.children)
         finally:
             rc = stop_process(proc)
             if reader is not None:
@@ -597,6 +612,7 @@ def median_result(runs: list[Result]) -> Result:
     med.seconds = statistics.median(r.seconds for r in good)
     med.startup = statistics.median(r.startup for r in good)
     med.rss_mb = statistics.median(r.rss_mb for r in runs)
+    med.cpu = statistics.median(r.cpu for r in runs)
     med.done = first.messages if any(r.ok for r in runs) else first.done
     rates = [r.rate for r in good if r.ok]
     med.extra_rate = statistics.median(rates) if rates else float("nan")  # type: ignore[attr-defined]
@@ -609,12 +625,12 @@ def rate_of(r: Result) -> float:
 
 def print_table(results: dict[str, Result], title: str) -> None:
     print(f"\n{title}")
-    header = f"{'consumer':<40} {'messages':>8} {'seconds':>8} {'msgs/s':>9} {'peak RSS MB':>11} {'startup s':>9}"
+    header = f"{'consumer':<40} {'messages':>8} {'seconds':>8} {'msgs/s':>9} {'peak RSS MB':>11} {'startup s':>9} {'CPU s':>6}"
     print(header)
     print("-" * len(header))
     for r in results.values():
         print(f"{r.label:<40} {r.messages:>8} {r.seconds:>8.2f} {rate_of(r):>9.1f} {r.rss_mb:>11.1f} "
-              f"{r.startup:>9.2f}{'  ' + r.note if r.note else ''}")  # fmt: skip
+              f"{r.startup:>9.2f} {r.cpu:>6.2f}{'  ' + r.note if r.note else ''}")  # fmt: skip
 
 
 def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
@@ -703,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_goals(final)
     print(f"\ntotal {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs; peak RSS = VmHWM "
           "(Celery: main + pool children summed)")  # fmt: skip
-    if args.png:
+    if args.png and str(args.png).strip() not in ("", "."):
         plot(final, args.png, f"N={args.n}, {len(runs)} run(s), {os.cpu_count()} CPUs")
         print(f"plot: {args.png}")
     if args.json:

@@ -94,3 +94,13 @@ def kill_node(node: str) -> None:
 
 def start_node(node: str) -> None:
     podman("exec", node, "systemctl", "start", "rabbitmq-server", timeout=180)
+
+
+def take_all(channel, queue: str) -> set[int]:
+    """Consume (and ack) every message of queue; their bodies are numbers."""
+    received: set[int] = set()
+    while True:
+        method, _, body = channel.basic_get(queue, auto_ack=True)
+        if method is None:
+            return received
+        received.add(int(body))

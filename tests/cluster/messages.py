@@ -12,7 +12,7 @@ import sys
 
 import pika
 
-from cluster import Cluster
+from cluster import Cluster, take_all
 
 
 def publish(cluster: Cluster, queue: str, n: int) -> int:
@@ -30,12 +30,7 @@ def publish(cluster: Cluster, queue: str, n: int) -> int:
 def drain(cluster: Cluster, queue: str, n: int) -> int:
     conn = cluster.connect_any()
     ch = conn.channel()
-    seen: set[int] = set()
-    while True:
-        method, _, body = ch.basic_get(queue, auto_ack=True)
-        if method is None:
-            break
-        seen.add(int(body))
+    seen = take_all(ch, queue)
     ch.queue_delete(queue)
     conn.close()
     lost = n - len(seen & set(range(n)))

@@ -11,7 +11,7 @@ import pika
 import psycopg
 import pytest
 
-from cluster import Cluster, cluster_status, kill_node, podman, start_node, wait_running_nodes
+from cluster import Cluster, cluster_status, kill_node, podman, start_node, take_all, wait_running_nodes
 
 MESSAGES = 10_000
 
@@ -68,13 +68,7 @@ def test_losing_a_node_under_load_loses_no_confirmed_message(cluster: Cluster, r
         conn.close()
 
         survivor = cluster.connect(publish_node)
-        sch = survivor.channel()
-        received: set[int] = set()
-        while True:
-            method, _, body = sch.basic_get(queue, auto_ack=True)
-            if method is None:
-                break
-            received.add(int(body))
+        received = take_all(survivor.channel(), queue)
         survivor.close()
     finally:
         start_node(leader)

@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pika
+import pytest
 
 from conftest import Env, Publisher, drain_dead_letters, podman, recorded, run_id, wait_recorded
 
@@ -90,36 +91,29 @@ def test_poison_messages_are_dead_lettered_with_a_reason(env: Env, publisher: Pu
         assert len(_supervised(env, host)) >= 1
 
 
-def test_sv_restart_during_a_stream_loses_nothing(env: Env, publisher: Publisher) -> None:
+def _sv_restart(env: Env, host: str) -> None:
+    podman("exec", host, "sh", "-c", f"sv restart /etc/service/{env.worker_name}-*")
+
+
+def _kill_9(env: Env, host: str) -> None:
+    podman("exec", host, "pkill", "-KILL", "-f", "bin/account-worker")
+
+
+# name: (which worker host, the fault injected a third of the way through the stream)
+FAULTS = {"sv restart mid-stream": (0, _sv_restart), "kill -9 mid-stream": (-1, _kill_9)}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_worker_fault_during_a_stream_loses_nothing(env: Env, publisher: Publisher, fault: str) -> None:
     prefix = run_id()
-    host = env.worker_hosts[0]
-
+    which, inject = FAULTS[fault]
+    host = env.worker_hosts[which]
     before = _worker_pids(host)
-
-    def restart() -> None:
-        podman("exec", host, "sh", "-c", f"sv restart /etc/service/{env.worker_name}-*")
-
-    _stream(env, publisher, prefix, STREAM // 3, restart)
-    distinct, rows, dead = _report(env, "sv restart mid-stream", prefix, STREAM)
+    _stream(env, publisher, prefix, STREAM // 3, lambda: inject(env, host))
+    distinct, rows, dead = _report(env, fault, prefix, STREAM)
     assert (distinct, rows, dead) == (STREAM, STREAM, 0)
     after = _worker_pids(host)
-    assert before and after and not before & after, "the workers were not restarted"
-
-
-def test_kill_9_during_a_stream_loses_nothing(env: Env, publisher: Publisher) -> None:
-    prefix = run_id()
-    host = env.worker_hosts[-1]
-
-    before = _worker_pids(host)
-
-    def kill() -> None:
-        podman("exec", host, "pkill", "-KILL", "-f", "bin/account-worker")
-
-    _stream(env, publisher, prefix, STREAM // 3, kill)
-    distinct, rows, dead = _report(env, "kill -9 mid-stream", prefix, STREAM)
-    assert (distinct, rows, dead) == (STREAM, STREAM, 0)
-    after = _worker_pids(host)
-    assert before and after and not before & after, "runit did not start new workers after kill -9"
+    assert before and after and not before & after, f"{fault}: runit did not start new workers on {host}"
 
 
 def test_database_down_for_20_seconds_delays_but_loses_nothing(env: Env, publisher: Publisher) -> None:
