@@ -79,6 +79,8 @@ test: lint unit molecule
 
 bench: sandbox
 	$(PY) bench/converge.py
+	$(BIN)/ansible-playbook site.yml -i inventory/sandbox
+	$(PY) bench/worker_throughput.py --png reports/worker_throughput.png
 
 clean:
 	rm -rf .stamps

@@ -19,6 +19,8 @@ BENCH_CELERY_QUEUE.  Run: `celery -A celery_app worker` with bench/ on PYTHONPAT
 from __future__ import annotations
 
 import os
+import sys
+import threading
 
 import psycopg
 from celery import Celery
@@ -61,8 +63,6 @@ def publish(prefix: str, count: int, threads: int = 8) -> None:
     Confirms are switched on here only (the worker keeps Celery's defaults); each thread
     publishes through its own pooled producer (connection).
     """
-    import threading
-
     app.conf.broker_transport_options = {"confirm_publish": True}
     errors: list[BaseException] = []
 
@@ -87,8 +87,6 @@ def publish(prefix: str, count: int, threads: int = 8) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     if len(sys.argv) != 4 or sys.argv[1] != "publish":
         sys.exit("usage: celery_app.py publish PREFIX COUNT")
     publish(sys.argv[2], int(sys.argv[3]))

@@ -29,7 +29,10 @@ delayed-delivery topology Celery declares for quorum queues (unless it was there
     .venv/bin/python bench/worker_throughput.py [--n N] [--repeat R] [--png reports/worker_throughput.png]
 
 BENCH_AMQP_URL / BENCH_DATABASE_URL default to the sandbox (passwords in .sandbox/);
-both must point at a loopback address.
+both must point at a loopback address.  WORKER_* variables of the caller's environment
+are passed to the worker (b) unless the harness sets them itself, e.g.
+`WORKER_PREFETCH=500 ... --only raw,worker` to try a setting.  --only, --seed-n,
+--celery-n, --timeout and --json are for such experiments.
 """
 
 from __future__ import annotations
@@ -76,7 +79,6 @@ CELERY_EXCHANGES = (*CELERY_DELAYED_QUEUES, "celery_delayed_delivery", "celeryev
 sys.path.insert(0, str(WORKER_SRC))
 from account_worker import amqp as worker_amqp  # noqa: E402
 from account_worker.config import Config  # noqa: E402
-
 
 # --------------------------------------------------------------------------- settings
 
@@ -189,7 +191,9 @@ class Broker:
     """A blocking connection for declarations, counts and clean-up."""
 
     def __init__(self, url: str) -> None:
-        self._conn = pika.BlockingConnection(pika.URLParameters(url))
+        params = pika.URLParameters(url)
+        params.heartbeat = 0  # idle for minutes between calls; loopback only
+        self._conn = pika.BlockingConnection(params)
         self._channel = self._conn.channel()
 
     def _ch(self) -> pika.adapters.blocking_connection.BlockingChannel:
@@ -319,6 +323,7 @@ class Result:
     cpu: float = float("nan")
     done: int = 0
     note: str = ""
+    median_rate: float | None = None  # set on the median of several runs
 
     @property
     def ok(self) -> bool:
@@ -326,6 +331,8 @@ class Result:
 
     @property
     def rate(self) -> float:
+        if self.median_rate is not None:
+            return self.median_rate
         return self.messages / self.seconds if self.ok and self.seconds > 0 else float("nan")
 
 
@@ -550,6 +557,7 @@ class Bench:
         def cleanup() -> None:
             self.broker.delete_queue(queue)
             self.broker.delete_exchange(queue)
+            self.delete_celery_topology()  # so that every repeat starts Celery from the same state
             self.drop_rows(prefix)
 
         return Phase("celery", "(d) Celery prefork (defaults)", n, queue, prefix,
@@ -582,20 +590,25 @@ class Bench:
                 phase.cleanup()
         return results
 
+    def delete_celery_topology(self) -> None:
+        """Celery's delayed-delivery/pidbox/event queues and exchanges, unless they predate this run."""
+        if self.celery_preexisting is None:
+            return
+        queues_before, exchanges_before = self.celery_preexisting
+        for q in CELERY_DELAYED_QUEUES:
+            if q not in queues_before:
+                self.broker.delete_queue(q)
+        for e in CELERY_EXCHANGES:
+            if e not in exchanges_before:
+                self.broker.delete_exchange(e)
+
     def cleanup(self) -> None:
         """Delete everything this run may have left (idempotent)."""
         for queue in self.queues:
             self.broker.delete_queue(queue)
         for exchange in self.exchanges:
             self.broker.delete_exchange(exchange)
-        if self.celery_preexisting is not None:
-            queues_before, exchanges_before = self.celery_preexisting
-            for q in CELERY_DELAYED_QUEUES:
-                if q not in queues_before:
-                    self.broker.delete_queue(q)
-            for e in CELERY_EXCHANGES:
-                if e not in exchanges_before:
-                    self.broker.delete_exchange(e)
+        self.delete_celery_topology()
         with contextlib.suppress(Exception):
             self.db.execute("DELETE FROM job_runs WHERE message_id LIKE %s", (self.run_id + "-%",))
         self.broker.close()
@@ -615,21 +628,18 @@ def median_result(runs: list[Result]) -> Result:
     med.cpu = statistics.median(r.cpu for r in runs)
     med.done = first.messages if any(r.ok for r in runs) else first.done
     rates = [r.rate for r in good if r.ok]
-    med.extra_rate = statistics.median(rates) if rates else float("nan")  # type: ignore[attr-defined]
+    med.median_rate = statistics.median(rates) if rates else float("nan")
     return med
-
-
-def rate_of(r: Result) -> float:
-    return getattr(r, "extra_rate", r.rate)
 
 
 def print_table(results: dict[str, Result], title: str) -> None:
     print(f"\n{title}")
-    header = f"{'consumer':<40} {'messages':>8} {'seconds':>8} {'msgs/s':>9} {'peak RSS MB':>11} {'startup s':>9} {'CPU s':>6}"
+    header = (f"{'consumer':<40} {'messages':>8} {'seconds':>8} {'msgs/s':>9} {'peak RSS MB':>11} "
+              f"{'startup s':>9} {'CPU s':>6}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for r in results.values():
-        print(f"{r.label:<40} {r.messages:>8} {r.seconds:>8.2f} {rate_of(r):>9.1f} {r.rss_mb:>11.1f} "
+        print(f"{r.label:<40} {r.messages:>8} {r.seconds:>8.2f} {r.rate:>9.1f} {r.rss_mb:>11.1f} "
               f"{r.startup:>9.2f} {r.cpu:>6.2f}{'  ' + r.note if r.note else ''}")  # fmt: skip
 
 
@@ -638,11 +648,11 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
     b = results.get("worker")
     if b is None:
         return rows
-    rb = rate_of(b)
+    rb = b.rate
     for key, name, goal in (("raw", "b/a", GOAL_VS_RAW), ("seed", "b/c", GOAL_VS_SEED),
                             ("celery", "b/d", GOAL_VS_CELERY)):  # fmt: skip
         if key in results:
-            ratio = rb / rate_of(results[key])
+            ratio = rb / results[key].rate
             rows.append((name, ratio, f">= {goal:g}", ratio >= goal))
     rows.append(("worker peak RSS MB", b.rss_mb, f"<= {GOAL_RSS_MB:g}", b.rss_mb <= GOAL_RSS_MB))
     return rows
@@ -655,13 +665,13 @@ def print_goals(results: dict[str, Result]) -> None:
 
 
 def plot(results: dict[str, Result], path: Path, subtitle: str) -> None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - only when plotting; the backend must be set before pyplot
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     labels = [r.label.split(" ", 1)[0] + "\n" + r.key for r in results.values()]
-    rates = [rate_of(r) for r in results.values()]
+    rates = [r.rate for r in results.values()]
     rss = [r.rss_mb for r in results.values()]
     colors = ["#999999" if r.key != "worker" else "#1f77b4" for r in results.values()]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -670,6 +680,11 @@ def plot(results: dict[str, Result], path: Path, subtitle: str) -> None:
     ax1.set_ylabel("messages / s (log)")
     ax1.set_title("throughput")
     ax1.bar_label(bars, labels=[f"{v:,.0f}" for v in rates], fontsize=8)
+    text = "\n".join(f"{name} = {value:.2f}  (goal {goal}: {'met' if met else 'NOT met'})"
+                     for name, value, goal, met in goals(results) if "/" in name)  # fmt: skip
+    if text:
+        ax1.text(0.98, 0.97, text, transform=ax1.transAxes, ha="right", va="top", fontsize=7,
+                 bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85})  # fmt: skip
     bars = ax2.bar(labels, rss, color=colors)
     ax2.axhline(GOAL_RSS_MB, color="red", linestyle="--", linewidth=1, label=f"worker goal {GOAL_RSS_MB:g} MB")
     ax2.set_ylabel("peak RSS MB (VmHWM)")
@@ -702,7 +717,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bench = Bench(args)
     started = time.monotonic()
-    print(f"run {bench.run_id}: N={args.n}, repeat={args.repeat}, logs in {bench.logdir}", file=sys.stderr)
+    passed = ", ".join(sorted(k for k in os.environ if k.startswith("WORKER_")))
+    print(f"run {bench.run_id}: N={args.n}, repeat={args.repeat}, logs in {bench.logdir}"
+          + (f"; the worker also gets {passed} from the environment" if passed else ""), file=sys.stderr)
     runs: list[dict[str, Result]] = []
     try:
         for rep in range(args.repeat):

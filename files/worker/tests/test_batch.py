@@ -62,7 +62,8 @@ class FakeAction:
 
 
 def delivery(tag: int, account: str = "u1", *, mid: str | None = None, apikey: str = "key", attempt=None,
-             reply_to: str | None = None, body: bytes | None = None) -> Delivery:  # fmt: skip
+             reply_to: str | None = None, body: bytes | None = None,
+             redelivered: bool = False) -> Delivery:  # fmt: skip
     raw = body if body is not None else json.dumps({"apikey": apikey, "account_uuid": account}).encode()
     return Delivery(
         tag=tag,
@@ -72,6 +73,7 @@ def delivery(tag: int, account: str = "u1", *, mid: str | None = None, apikey: s
         headers={"x-attempt": attempt} if attempt is not None else None,
         reply_to=reply_to,
         correlation_id=f"c{tag}" if reply_to else None,
+        redelivered=redelivered,
     )
 
 
@@ -94,12 +96,18 @@ def test_happy_batch_commits_once_and_acks_with_replies(store):
     assert not result.database_down
     assert verdicts(result) == [Verdict.ACK, Verdict.ACK]
     assert store.commits == 1
-    assert store.calls == ["lookup_hosts", "find_runs", "record_runs"]
+    # First deliveries skip the redelivery lookup: the INSERT ... ON CONFLICT deduplicates them.
+    assert store.calls == ["lookup_hosts", "record_runs"]
     assert action.calls == [("m1", "host-1"), ("m2", "host-2")]
     expected = {"account_uuid": "u1", "host": "host-1", "status": "done", "message_id": "m1"}
     assert result.instructions[0].reply == expected
     assert result.instructions[1].reply is None
     assert [i.delivery.tag for i in result.instructions] == [1, 2]
+
+
+def test_redelivered_jobs_are_looked_up_before_running(store):
+    process_batch([delivery(1, "u1"), delivery(2, "u2", redelivered=True)], store, FakeAction(), SETTINGS)
+    assert store.calls == ["lookup_hosts", "find_runs", "record_runs"]
 
 
 def test_poison_is_dead_lettered_with_reasons(store):
@@ -152,7 +160,7 @@ def test_unexpected_exception_and_bad_status_are_bounded_retries(store):
 @pytest.mark.parametrize("failing", ["lookup_hosts", "find_runs", "record_runs"])
 def test_database_down_requeues_everything_and_acks_nothing(store, failing):
     store.down_on.add(failing)
-    batch = [delivery(1, "u1"), delivery(2, body=b"junk"), delivery(3, "nobody")]
+    batch = [delivery(1, "u1", redelivered=True), delivery(2, body=b"junk"), delivery(3, "nobody")]
     result = process_batch(batch, store, FakeAction(), SETTINGS)
     assert result.database_down
     assert verdicts(result) == [Verdict.REQUEUE] * 3
@@ -171,7 +179,7 @@ def test_redelivered_message_has_no_second_side_effect_but_is_acked_and_replied(
     action = FakeAction()
     process_batch([delivery(1, "u1")], store, action, SETTINGS)
     store.accounts["u1"] = "moved-host"
-    again = process_batch([delivery(7, "u1", mid="m1", reply_to="r")], store, action, SETTINGS)
+    again = process_batch([delivery(7, "u1", mid="m1", reply_to="r", redelivered=True)], store, action, SETTINGS)
     assert verdicts(again) == [Verdict.ACK]
     assert action.calls == [("m1", "host-1")]  # action not run again
     assert again.instructions[0].reply == {"account_uuid": "u1", "host": "host-1", "status": "done", "message_id": "m1"}
@@ -197,9 +205,19 @@ def test_race_with_other_worker_is_detected_at_record_time(store):
             return found
 
     racing = RacingStore(store.accounts)
-    result = process_batch([delivery(1, "u1", reply_to="r")], racing, FakeAction(), SETTINGS)
+    result = process_batch([delivery(1, "u1", reply_to="r", redelivered=True)], racing, FakeAction(), SETTINGS)
     assert verdicts(result) == [Verdict.ACK]
     assert result.instructions[0].reply["host"] == "other-host"
+
+
+def test_duplicate_publish_of_a_recorded_job_is_acked_once_recorded(store):
+    """Not redelivered, but its message_id was recorded before: the insert deduplicates it."""
+    action = FakeAction()
+    process_batch([delivery(1, "u1")], store, action, SETTINGS)
+    again = process_batch([delivery(9, "u1", mid="m1", reply_to="r")], store, action, SETTINGS)
+    assert verdicts(again) == [Verdict.ACK]
+    assert len(store.runs) == 1
+    assert again.instructions[0].reply["host"] == "host-1"
 
 
 def test_records_attempt_number(store):

@@ -22,6 +22,7 @@ from test_batch import FakeAction, FakeStore
 @dataclass
 class Method:
     delivery_tag: int
+    redelivered: bool = False
 
 
 class FakeChannel:
@@ -51,13 +52,19 @@ class FakeChannel:
         assert threading.current_thread() is self.broker.io_thread, "pika used off the I/O thread"
         message = self.unacked.pop(tag)  # KeyError == unknown tag == 406 on a real broker
         if requeue:
+            self.broker.redelivered.add(message[0].message_id)
             self.broker.queue.append(message)
             self.broker.events.append(("nack", message[0].message_id))
         else:
             self.broker.events.append(("ack", message[0].message_id))
 
-    def basic_ack(self, delivery_tag):
-        self._settle(delivery_tag, None)
+    def basic_ack(self, delivery_tag, multiple=False):
+        if not multiple:
+            self._settle(delivery_tag, None)
+            return
+        assert delivery_tag in self.unacked  # an unknown tag is a 406 on a real broker
+        for tag in sorted(t for t in self.unacked if t <= delivery_tag):
+            self._settle(tag, None)
 
     def basic_nack(self, delivery_tag, requeue):
         self._settle(delivery_tag, requeue)
@@ -70,7 +77,7 @@ class FakeChannel:
             props, body = self.broker.queue.pop(0)
             self.next_tag += 1
             self.unacked[self.next_tag] = (props, body)
-            self.consumer(self, Method(self.next_tag), props, body)
+            self.consumer(self, Method(self.next_tag, props.message_id in self.broker.redelivered), props, body)
 
 
 class FakeConnection:
@@ -108,6 +115,7 @@ class FakeConnection:
     def close(self):
         if self.is_open and self.ch:
             for message in self.ch.unacked.values():  # broker requeues unacked on close
+                self.broker.redelivered.add(message[0].message_id)
                 self.broker.queue.append(message)
             self.ch.unacked.clear()
         self.is_open = False
@@ -116,6 +124,7 @@ class FakeConnection:
 class Broker:
     def __init__(self) -> None:
         self.queue: list[tuple] = []
+        self.redelivered: set[str] = set()  # message ids the broker delivered before
         self.published: list[tuple] = []
         self.events: list = []
         self.prefetch = 0

@@ -136,6 +136,7 @@ def delivery_from_pika(method: Any, properties: Any, body: bytes, generation: in
         reply_to=getattr(properties, "reply_to", None),
         correlation_id=getattr(properties, "correlation_id", None),
         properties=properties,
+        redelivered=bool(getattr(method, "redelivered", False)),
     )
 
 

@@ -33,6 +33,7 @@ class Delivery:
     reply_to: str | None = None
     correlation_id: str | None = None
     properties: Any = None  # the broker's properties object, kept opaque for republishing
+    redelivered: bool = False  # the broker delivered it before (a consumer died or requeued it)
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,10 @@ def process_batch(
     if jobs:
         try:
             hosts = store.lookup_hosts(sorted({job.account_uuid for _, job in jobs}))
-            done_before = store.find_runs(sorted({job.message_id for _, job in jobs}))
+            # Only a redelivered job can have run before: look those up, so that they have no
+            # second side effect. For the others the INSERT ... ON CONFLICT still deduplicates.
+            redelivered = sorted({job.message_id for index, job in jobs if deliveries[index].redelivered})
+            done_before = store.find_runs(redelivered) if redelivered else {}
         except DatabaseUnavailable as exc:
             return _requeue_all(deliveries, f"database unavailable: {exc}")
     else:
@@ -168,14 +172,16 @@ def process_batch(
 
     runs: dict[str, RecordedRun] = dict(done_before)
     runs.update((run.message_id, run) for run in recorded)
+    duplicates = 0
     for index, job in waiting:
         run = runs.get(job.message_id)
         if run is None:  # the store did not confirm the record: do not ack
             return _requeue_all(deliveries, f"run for {job.message_id} not recorded")
         duplicate = run.already_done or first_index.get(job.message_id) != index
+        duplicates += duplicate
         log_event(
             log,
-            logging.INFO,
+            logging.DEBUG,
             "job_duplicate" if duplicate else "job_done",
             message_id=job.message_id,
             account_uuid=job.account_uuid,
@@ -184,5 +190,8 @@ def process_batch(
             attempt=job.attempt,
         )
         decided[index] = Instruction(deliveries[index], Decision.ack(), _reply(deliveries[index], job, run))
+    if waiting:
+        log_event(log, logging.INFO, "batch_done", jobs=len(waiting), duplicates=duplicates,
+                  other=len(deliveries) - len(waiting))  # fmt: skip
 
     return BatchResult(tuple(decided[i] for i in range(len(deliveries))))

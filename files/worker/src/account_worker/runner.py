@@ -27,16 +27,16 @@ from typing import Any, Protocol
 
 from account_worker import amqp
 from account_worker.backoff import backoff_delay
-
-# A database outage is waited out with the jobs safely queued in the broker; a
-# low cap on the ping interval resumes work within seconds of its return.
-DB_BACKOFF_CAP = 5.0
 from account_worker.batch import ActionFn, BatchResult, BatchSettings, Delivery, Instruction, Store, process_batch
 from account_worker.config import Config
 from account_worker.decisions import Decision, Verdict
 from account_worker.errors import DatabaseUnavailable
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.redact import redact
+
+# A database outage is waited out with the jobs safely queued in the broker; a
+# low cap on the ping interval resumes work within seconds of its return.
+DB_BACKOFF_CAP = 5.0
 
 POLL_SECONDS = 0.2
 
@@ -224,8 +224,40 @@ class Runner:
             if item.database_down and not self._paused:
                 self._paused = True
                 self._stop_consuming("database unavailable")
-            for instruction in item.instructions:
-                self._execute(instruction)
+            self._execute_batch(item.instructions)
+
+    def _execute_batch(self, instructions: Sequence[Instruction]) -> None:
+        """Carry out a batch's instructions in delivery order, acking runs of ACKs with one frame.
+
+        Deliveries are settled strictly in order on a channel (batches are executed in the order
+        they were taken), so when an ACK is reached every lower tag of this channel is already
+        settled or is part of the pending run: basic_ack(multiple=True) on the highest tag of the
+        run acks exactly that run. Pending acks are flushed before any other verdict.
+        """
+        pending: int | None = None
+        for instruction in instructions:
+            delivery = instruction.delivery
+            if self._channel is None or delivery.generation != self._generation:
+                log_event(self._log, logging.DEBUG, "stale_delivery_dropped", message_id=delivery.message_id)
+                continue
+            if instruction.decision.verdict is Verdict.ACK:
+                self._reply(instruction)
+                pending = delivery.tag
+                continue
+            if pending is not None:
+                self._channel.basic_ack(delivery_tag=pending, multiple=True)
+                pending = None
+            self._execute(instruction)
+        if pending is not None and self._channel is not None:
+            self._channel.basic_ack(delivery_tag=pending, multiple=True)
+
+    def _reply(self, instruction: Instruction) -> None:
+        delivery = instruction.delivery
+        if instruction.reply is not None and delivery.reply_to:
+            try:
+                amqp.publish_reply(self._channel, delivery, instruction.reply)
+            except amqp.PUBLISH_ERRORS as exc:
+                log_event(self._log, logging.WARNING, "reply_failed", message_id=delivery.message_id, error=repr(exc))
 
     def _execute(self, instruction: Instruction) -> None:
         delivery, decision = instruction.delivery, instruction.decision
@@ -233,11 +265,7 @@ class Runner:
         if channel is None or delivery.generation != self._generation:
             log_event(self._log, logging.DEBUG, "stale_delivery_dropped", message_id=delivery.message_id)
             return
-        if instruction.reply is not None and delivery.reply_to:
-            try:
-                amqp.publish_reply(channel, delivery, instruction.reply)
-            except amqp.PUBLISH_ERRORS as exc:
-                log_event(self._log, logging.WARNING, "reply_failed", message_id=delivery.message_id, error=repr(exc))
+        self._reply(instruction)
         verdict = decision.verdict
         if verdict is Verdict.ACK:
             channel.basic_ack(delivery_tag=delivery.tag)
