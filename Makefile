@@ -9,7 +9,9 @@ export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
 export PATH            := $(CURDIR)/$(BIN):$(PATH)
 IMAGES      := 12:bookworm 13:trixie
-SCENARIOS   ?= default worker cluster
+# <scenario> or <scenario>@<Debian release> (the cluster scenario takes its
+# release from BUNDLE_CLUSTER_RELEASE).
+SCENARIOS   ?= default worker cluster@13 cluster@12
 
 .PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit test molecule bench clean
 
@@ -69,9 +71,10 @@ unit: deps
 
 molecule: deps images
 	@for s in $(SCENARIOS); do \
-	  echo "=== molecule test -s $$s"; \
+	  name=$${s%@*}; release=$$( [ "$$s" = "$$name" ] || echo "$${s#*@}" ); \
+	  echo "=== molecule test -s $$name $${release:+(Debian $$release)}"; \
 	  start=$$(date +%s); \
-	  $(BIN)/molecule test -s $$s || exit 1; \
+	  BUNDLE_CLUSTER_RELEASE=$$release $(BIN)/molecule test -s $$name || exit 1; \
 	  echo "=== scenario $$s passed in $$(( $$(date +%s) - start )) s"; \
 	done
 
