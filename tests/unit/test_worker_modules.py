@@ -1,4 +1,5 @@
-"""The worker role's envdir and runit_services modules, on a temporary directory (no runit needed)."""
+"""The worker role's envdir and runit_services modules and their shared file helpers, on a temporary
+directory (no runit needed)."""
 
 from __future__ import annotations
 
@@ -13,25 +14,55 @@ from types import ModuleType
 
 import pytest
 
-LIBRARY = Path(__file__).resolve().parents[2] / "roles/worker/library"
+ROLE = Path(__file__).resolve().parents[2] / "roles/worker"
 
 
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
+def load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
+    sys.modules[name] = module  # dataclasses look their module up; the modules import the helpers
     spec.loader.exec_module(module)
     return module
 
 
-envdir = load("envdir")
-runit = load("runit_services")
+# What Ansible does with a role's module_utils: importable as ansible.module_utils.<name>.
+files = load("ansible.module_utils.managed_files", ROLE / "module_utils/managed_files.py")
+envdir = load("envdir", ROLE / "library/envdir.py")
+runit = load("runit_services", ROLE / "library/runit_services.py")
 UID, GID = os.getuid(), os.getgid()
 USER, GROUP = pwd.getpwuid(UID).pw_name, grp.getgrgid(GID).gr_name
 
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+# --- managed_files --------------------------------------------------------
+
+def test_ensure_file_writes_then_reports_no_change(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    assert files.ensure_file(str(target), "a\n", UID, GID, 0o640, check=False)
+    assert target.read_text() == "a\n" and mode(target) == 0o640
+    assert not files.ensure_file(str(target), "a\n", UID, GID, 0o640, check=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["f"], "no temporary file left behind"
+
+
+def test_ensure_file_fixes_mode_and_check_mode_writes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    files.ensure_file(str(target), "a\n", UID, GID, 0o640, check=False)
+    target.chmod(0o600)
+    assert files.ensure_file(str(target), "b\n", UID, GID, 0o640, check=True)
+    assert target.read_text() == "a\n" and mode(target) == 0o600
+    assert files.ensure_file(str(target), "a\n", UID, GID, 0o640, check=False) and mode(target) == 0o640
+
+
+def test_ensure_dir_creates_and_fixes_mode(tmp_path: Path) -> None:
+    target = tmp_path / "d"
+    assert files.ensure_dir(str(target), UID, GID, 0o750, check=True) and not target.exists()
+    assert files.ensure_dir(str(target), UID, GID, 0o750, check=False) and mode(target) == 0o750
+    assert not files.ensure_dir(str(target), UID, GID, 0o750, check=False)
+    target.chmod(0o755)
+    assert files.ensure_dir(str(target), UID, GID, 0o750, check=False) and mode(target) == 0o750
 
 
 # --- envdir ---------------------------------------------------------------
@@ -122,8 +153,7 @@ def supervise(sv: Path, state: str = "run") -> None:
 
 def test_runit_files_modes_and_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = params(tmp_path, [service("w-1")])
-    monkeypatch.setattr(runit, "ensure_dir", lambda path, uid, gid, m, check: _mkdir(path, m))
-    monkeypatch.setattr(runit, "ensure_file", _write_as_me(runit.ensure_file))
+    monkeypatch.setattr(runit, "ROOT", (UID, GID))
     sv = tmp_path / "sv/w-1"
     sv.mkdir()
     (sv / "log").mkdir()
@@ -139,8 +169,7 @@ def test_runit_files_modes_and_link(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_runit_changed_run_script_is_reported_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runit, "ensure_dir", lambda path, uid, gid, m, check: _mkdir(path, m))
-    monkeypatch.setattr(runit, "ensure_file", _write_as_me(runit.ensure_file))
+    monkeypatch.setattr(runit, "ROOT", (UID, GID))
     for name in ("w-1", "w-2"):
         (tmp_path / "sv" / name / "log").mkdir(parents=True)
         supervise(tmp_path / "sv" / name)
@@ -150,8 +179,7 @@ def test_runit_changed_run_script_is_reported_alone(tmp_path: Path, monkeypatch:
 
 
 def test_runit_lists_extra_instances(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runit, "ensure_dir", lambda path, uid, gid, m, check: _mkdir(path, m))
-    monkeypatch.setattr(runit, "ensure_file", _write_as_me(runit.ensure_file))
+    monkeypatch.setattr(runit, "ROOT", (UID, GID))
     p = params(tmp_path, [service("w-1")], extra_pattern=r"^w-[0-9]+$")
     (tmp_path / "sv/w-1/log").mkdir(parents=True)
     supervise(tmp_path / "sv/w-1")
@@ -161,8 +189,7 @@ def test_runit_lists_extra_instances(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_runit_fails_clearly_when_runsv_never_picks_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runit, "ensure_dir", lambda path, uid, gid, m, check: _mkdir(path, m))
-    monkeypatch.setattr(runit, "ensure_file", _write_as_me(runit.ensure_file))
+    monkeypatch.setattr(runit, "ROOT", (UID, GID))
     with pytest.raises(AssertionError, match="runsv did not pick up w-1 within 1 s"):
         runit.converge(FakeModule(), params(tmp_path, [service("w-1")]))
 
@@ -179,15 +206,3 @@ def test_runit_check_mode_changes_nothing(tmp_path: Path) -> None:
 ])
 def test_runit_rejects_malformed_services(services: list[dict], expected: str) -> None:
     assert any(expected in problem for problem in runit.invalid(services))
-
-
-def _mkdir(path: str, m: int) -> bool:
-    if os.path.isdir(path):
-        return False
-    os.mkdir(path, m)
-    return True
-
-
-def _write_as_me(real):
-    """ensure_file with the caller's own uid/gid (tests need not run as root)."""
-    return lambda path, content, uid, gid, m, check: real(path, content, UID, GID if gid else GID, m, check)

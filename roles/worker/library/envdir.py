@@ -10,7 +10,7 @@ description:
   - Makes the directory hold exactly the given variables, one file per variable whose first line is the
     value, with the given owner, group and modes. Files of variables no longer given are removed.
   - Each file is written atomically (temporary file in the same directory, then renamed), and only when
-    its content, owner, group or mode differs. One module call instead of one task per variable.
+    its content, owner, group or mode differs. The parent directory must exist. One module call instead of one task per variable.
   - Values are secrets (URLs with passwords): they are never returned or logged, only variable names.
 options:
   path: {type: path, required: true, description: The envdir.}
@@ -43,11 +43,10 @@ import grp
 import os
 import pwd
 import re
-import stat
-import tempfile
 from dataclasses import dataclass, field
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.managed_files import ensure_dir, ensure_file
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -76,62 +75,21 @@ def invalid(variables: dict[str, object]) -> list[str]:
     return problems
 
 
-def _differs(st: os.stat_result, uid: int, gid: int, mode: int) -> bool:
-    return st.st_uid != uid or st.st_gid != gid or stat.S_IMODE(st.st_mode) != mode
-
-
 def converge(path: str, variables: dict[str, str], uid: int, gid: int,
              dir_mode: int, file_mode: int, check: bool = False) -> Outcome:
     """Make path an envdir holding exactly variables; return what changed."""
-    outcome = Outcome()
-    if not os.path.isdir(path):
-        outcome.directory = True
-        if check:
-            outcome.written = sorted(variables)
-            return outcome
-        os.makedirs(path, mode=dir_mode)
-    if _differs(os.stat(path), uid, gid, dir_mode):
-        outcome.directory = True
-        if not check:
-            os.chown(path, uid, gid)
-            os.chmod(path, dir_mode)
-
-    for name in sorted(variables):
-        content = f"{variables[name]}\n".encode()
-        target = os.path.join(path, name)
-        try:
-            st = os.lstat(target)
-            with open(target, "rb") as current:
-                same = stat.S_ISREG(st.st_mode) and current.read() == content
-            if same and not _differs(st, uid, gid, file_mode):
-                continue
-        except FileNotFoundError:
-            pass
-        outcome.written.append(name)
-        if check:
-            continue
-        fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chown(tmp, uid, gid)
-            os.chmod(tmp, file_mode)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
+    outcome = Outcome(directory=ensure_dir(path, uid, gid, dir_mode, check))
+    outcome.written = [name for name in sorted(variables)
+                       if ensure_file(os.path.join(path, name), f"{variables[name]}\n", uid, gid, file_mode, check)]
+    if not os.path.isdir(path):  # check mode, not created
+        return outcome
     for entry in sorted(os.listdir(path)):
-        if entry in variables or entry.startswith("."):
-            continue
         full = os.path.join(path, entry)
-        if os.path.isfile(full) or os.path.islink(full):
-            outcome.removed.append(entry)
-            if not check:
-                os.unlink(full)
+        if entry in variables or entry.startswith(".") or not (os.path.isfile(full) or os.path.islink(full)):
+            continue
+        outcome.removed.append(entry)
+        if not check:
+            os.unlink(full)
     return outcome
 
 

@@ -44,15 +44,16 @@ import grp
 import os
 import pwd
 import re
-import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.managed_files import ensure_dir, ensure_file
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Owner and group of the service directories and scripts.
+ROOT = (0, 0)
 
 
 @dataclass
@@ -72,6 +73,10 @@ class Outcome:
         return self.other or any((self.linked, self.run_changed, self.log_run_changed,
                                   self.log_config_changed, self.started))
 
+    def result(self) -> dict:
+        """The lists returned to the play (and on failure, what was done so far)."""
+        return {key: value for key, value in self.__dict__.items() if key != "other"}
+
 
 def invalid(services: list[dict]) -> list[str]:
     """Sentences describing each malformed service entry."""
@@ -88,52 +93,6 @@ def invalid(services: list[dict]) -> list[str]:
     if duplicates:
         problems.append(f"service names listed twice: {', '.join(duplicates)}")
     return problems
-
-
-def ensure_dir(path: str, uid: int, gid: int, mode: int, check: bool) -> bool:
-    """Create path or fix its owner and mode; True when something (would have) changed."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        if not check:
-            os.mkdir(path, mode)
-            os.chown(path, uid, gid)
-            os.chmod(path, mode)
-        return True
-    if st.st_uid == uid and st.st_gid == gid and stat.S_IMODE(st.st_mode) == mode:
-        return False
-    if not check:
-        os.chown(path, uid, gid)
-        os.chmod(path, mode)
-    return True
-
-
-def ensure_file(path: str, content: str, uid: int, gid: int, mode: int, check: bool) -> bool:
-    """Write content atomically when the file, its owner or mode differ; True when it (would have)."""
-    data = content.encode()
-    try:
-        st = os.lstat(path)
-        if stat.S_ISREG(st.st_mode) and st.st_uid == uid and st.st_gid == gid \
-                and stat.S_IMODE(st.st_mode) == mode:
-            with open(path, "rb") as current:
-                if current.read() == data:
-                    return False
-    except FileNotFoundError:
-        pass
-    if check:
-        return True
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".ansible-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chown(tmp, uid, gid)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return True
 
 
 def ensure_link(link: str, target: str, check: bool) -> bool:
@@ -181,20 +140,20 @@ def converge(module: AnsibleModule, params: dict) -> Outcome:
         name = service["name"]
         sv = os.path.join(params["sv_dir"], name)
         logs = os.path.join(params["log_root"], name)
-        outcome.other |= ensure_dir(sv, 0, 0, 0o755, check)
-        outcome.other |= ensure_dir(os.path.join(sv, "log"), 0, 0, 0o755, check)
+        outcome.other |= ensure_dir(sv, *ROOT, 0o755, check)
+        outcome.other |= ensure_dir(os.path.join(sv, "log"), *ROOT, 0o755, check)
         outcome.other |= ensure_dir(logs, log_uid, log_gid, 0o750, check)
         if check and not os.path.isdir(sv):
             outcome.run_changed.append(name)
             outcome.log_run_changed.append(name)
             outcome.linked.append(name)
             continue
-        if ensure_file(os.path.join(sv, "run"), service["run"], 0, 0, 0o755, check):
+        if ensure_file(os.path.join(sv, "run"), service["run"], *ROOT, 0o755, check):
             outcome.run_changed.append(name)
-        if ensure_file(os.path.join(sv, "log", "run"), service["log_run"], 0, 0, 0o755, check):
+        if ensure_file(os.path.join(sv, "log", "run"), service["log_run"], *ROOT, 0o755, check):
             outcome.log_run_changed.append(name)
         if service.get("log_config") is not None and os.path.isdir(logs) and ensure_file(
-                os.path.join(logs, "config"), service["log_config"], 0, log_gid, 0o644, check):
+                os.path.join(logs, "config"), service["log_config"], ROOT[0], log_gid, 0o644, check):
             outcome.log_config_changed.append(name)
         if ensure_link(os.path.join(params["service_dir"], name), sv, check):
             outcome.linked.append(name)
@@ -206,7 +165,7 @@ def converge(module: AnsibleModule, params: dict) -> Outcome:
             while not (supervised(sv) and supervised(os.path.join(sv, "log"))):
                 if time.monotonic() > deadline:
                     module.fail_json(msg=f"runsv did not pick up {name} within {params['wait_timeout']} s: "
-                                         f"is runsvdir scanning {params['service_dir']}?", **outcome.__dict__)
+                                         f"is runsvdir scanning {params['service_dir']}?", **outcome.result())
                 time.sleep(0.2)
         for service in params["services"]:
             sv = os.path.join(params["sv_dir"], service["name"])
@@ -215,7 +174,7 @@ def converge(module: AnsibleModule, params: dict) -> Outcome:
             result = subprocess.run(["sv", "start", sv], capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 module.fail_json(msg=f"sv start {service['name']} failed: {(result.stdout + result.stderr).strip()}",
-                                 **outcome.__dict__)
+                                 **outcome.result())
             outcome.started.append(service["name"])
     if params.get("extra_pattern") and os.path.isdir(params["service_dir"]):
         outcome.extra = linked_extra(params["service_dir"], params["extra_pattern"],
@@ -246,9 +205,7 @@ def main() -> None:
         module.fail_json(msg=f"runit_services: no such user or group: {exc.args[0]}")
     except OSError as exc:
         module.fail_json(msg=f"runit_services: {exc}")
-    result = dict(outcome.__dict__)
-    result.pop("other")
-    module.exit_json(changed=outcome.changed, **result)
+    module.exit_json(changed=outcome.changed, **outcome.result())
 
 
 if __name__ == "__main__":
