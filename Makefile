@@ -13,13 +13,14 @@ IMAGES      := 12:bookworm 13:trixie
 # release from BUNDLE_CLUSTER_RELEASE).
 SCENARIOS   ?= default worker cluster@13 cluster@12
 
-.PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit test molecule bench clean
+.PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit check test molecule bench clean
 
 help:
 	@echo "make site             create the local sandbox and provision it (site.yml)"
 	@echo "make test             lint, unit tests and every Molecule scenario (what CI runs)"
 	@echo "make sandbox-destroy  remove the sandbox containers"
 	@echo "make smoke            the live smoke suite against the sandbox broker"
+	@echo "make check            the fast loop: lint (ruff, mypy, yamllint, ansible-lint) and unit tests"
 	@echo "make lint | unit | molecule | bench"
 
 deps: .stamps/apt venv
@@ -62,12 +63,18 @@ sandbox-destroy: deps
 	$(BIN)/ansible-playbook playbooks/sandbox-destroy.yml -i inventory/sandbox
 
 lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cd worker && $(CURDIR)/$(BIN)/mypy --strict
 	$(BIN)/yamllint --strict .
 	$(BIN)/ansible-lint --profile production
 
 unit: deps
 	$(BIN)/pytest -q tests/unit
-	$(BIN)/pytest -q files/worker/tests
+	$(BIN)/pytest -q worker/tests
+
+# The contributors' fast loop: no containers.
+check: lint unit
 
 molecule: deps images
 	@for s in $(SCENARIOS); do \

@@ -74,7 +74,7 @@ def publish(prefix: str, count: int, threads: int = 8) -> None:
                     process_job.apply_async(
                         args=(message_id, "bench", ("1234", "5678")[i % 2]), task_id=message_id, producer=producer
                     )
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     workers = [threading.Thread(target=part, args=(t,)) for t in range(threads)]

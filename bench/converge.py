@@ -23,11 +23,16 @@ BIN = Path(sys.executable).parent
 
 
 def playbook(*args: str) -> tuple[float, str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-           "CONTAINERS_CONF": str(ROOT / "containers/containers.conf"), "ANSIBLE_NOCOLOR": "1"}
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "CONTAINERS_CONF": str(ROOT / "containers/containers.conf"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
     start = time.monotonic()
-    proc = subprocess.run([str(BIN / "ansible-playbook"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-2000:])
@@ -51,8 +56,7 @@ def main() -> int:
     first, out1 = playbook("site.yml", "-i", args.inventory)
     rerun, out2 = playbook("site.yml", "-i", args.inventory)
 
-    rows = [("create hosts", create, "-"), ("first converge", first, changed(out1)),
-            ("re-run", rerun, changed(out2))]
+    rows = [("create hosts", create, "-"), ("first converge", first, changed(out1)), ("re-run", rerun, changed(out2))]
     print(f"{'step':<16} {'seconds':>8} {'changed':>8}")
     for name, secs, chg in rows:
         print(f"{name:<16} {secs:>8.1f} {chg!s:>8}")

@@ -44,15 +44,13 @@ def main(argv: list[str]) -> int:
         try:
             job = json.loads(body)
             with psycopg.connect(database_url, application_name="bench-seed") as db:
-                row = db.execute(
-                    "SELECT host FROM accounts WHERE account_uuid = %s", (job["account_uuid"],)
-                ).fetchone()
+                row = db.execute("SELECT host FROM accounts WHERE account_uuid = %s", (job["account_uuid"],)).fetchone()
                 db.execute(
                     "INSERT INTO job_runs (message_id, account_uuid, host, status, attempts) "
                     "VALUES (%s, %s, %s, %s, 1)",
                     (properties.message_id, job["account_uuid"], row[0], "done"),
                 )
-        except Exception as exc:  # noqa: BLE001 - the prototype logged and moved on
+        except Exception as exc:
             print(f"seed: job {properties.message_id} failed: {exc!r}", file=sys.stderr, flush=True)
         finally:
             channel.basic_ack(delivery_tag=method.delivery_tag)

@@ -7,7 +7,7 @@ then the consumer process is started and timed until its last message is done:
 
   (a) raw      bench/raw_consumer.py: pika, prefetch 100, ack per message, no work
                (done = it acked the N-th message);
-  (b) worker   the real account worker (python -m account_worker from files/worker/src),
+  (b) worker   the real account worker (python -m account_worker from worker/src),
                WORKER_DECLARE_TOPOLOGY=true on its bench queue, its defaults otherwise
                (done = all N message ids are in job_runs);
   (c) seed     bench/seed_worker.py: basic_get loop, a new DB connection per message,
@@ -73,8 +73,13 @@ POLL = 0.025  # seconds between "done?" checks
 RSS_EVERY = 4  # sample memory every RSS_EVERY polls (and once at the end)
 ACCOUNTS = ("1234", "5678")  # seeded in the sandbox database
 CELERY_DELAYED_QUEUES = tuple(f"celery_delayed_{level}" for level in range(28))
-CELERY_EXCHANGES = (*CELERY_DELAYED_QUEUES, "celery_delayed_delivery", "celeryev", "celery.pidbox",
-                    "reply.celery.pidbox")  # fmt: skip
+CELERY_EXCHANGES = (
+    *CELERY_DELAYED_QUEUES,
+    "celery_delayed_delivery",
+    "celeryev",
+    "celery.pidbox",
+    "reply.celery.pidbox",
+)
 
 sys.path.insert(0, str(WORKER_SRC))
 from account_worker import amqp as worker_amqp  # noqa: E402
@@ -95,8 +100,7 @@ def default_amqp_url() -> str:
 
 def default_database_url() -> str:
     return os.environ.get("BENCH_DATABASE_URL") or (
-        f"postgresql://worker:{quote(_sandbox_secret('postgresql_worker_password'), safe='')}"
-        "@127.0.0.1:5432/accounts"
+        f"postgresql://worker:{quote(_sandbox_secret('postgresql_worker_password'), safe='')}@127.0.0.1:5432/accounts"
     )
 
 
@@ -126,8 +130,13 @@ def job_messages(prefix: str, count: int) -> list[tuple[str, bytes, pika.BasicPr
     return out
 
 
-def publish_confirmed(url: str, queue: str, messages: Sequence[tuple[str, bytes, pika.BasicProperties]],
-                      window: int = 1000, timeout: float = 120.0) -> None:  # fmt: skip
+def publish_confirmed(
+    url: str,
+    queue: str,
+    messages: Sequence[tuple[str, bytes, pika.BasicProperties]],
+    window: int = 1000,
+    timeout: float = 120.0,
+) -> None:
     """Publish to `queue` on the default exchange with up to `window` unconfirmed; all must be acked."""
     total = len(messages)
     state = {"sent": 0, "confirmed": 0, "nacked": 0, "low": 1}
@@ -363,10 +372,15 @@ def measure(phase: Phase, db: psycopg.Connection, logdir: Path, timeout: float) 
 
     with open(log_path, "wb") as log:
         start = time.monotonic()
-        proc = subprocess.Popen(  # noqa: S603 - our own fixed commands
-            phase.command, env=phase.env, cwd=ROOT, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if phase.done_by == "stdout" else log, stderr=log, start_new_session=True,
-        )  # fmt: skip
+        proc = subprocess.Popen(
+            phase.command,
+            env=phase.env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if phase.done_by == "stdout" else log,
+            stderr=log,
+            start_new_session=True,
+        )
         reader = None
         if phase.done_by == "stdout":
 
@@ -471,17 +485,30 @@ class Bench:
             self.broker.declare_quorum(queue)
             self.publish(queue, prefix, n)
 
-        return Phase("raw", "(a) raw pika consume+ack", n, queue, prefix,
-                     [PY, str(BENCH / "raw_consumer.py"), self.amqp_url, queue, str(n), "100"],
-                     self.base_env(), "stdout", prepare=prepare,
-                     cleanup=lambda: self.broker.delete_queue(queue))  # fmt: skip
+        return Phase(
+            "raw",
+            "(a) raw pika consume+ack",
+            n,
+            queue,
+            prefix,
+            [PY, str(BENCH / "raw_consumer.py"), self.amqp_url, queue, str(n), "100"],
+            self.base_env(),
+            "stdout",
+            prepare=prepare,
+            cleanup=lambda: self.broker.delete_queue(queue),
+        )
 
     def phase_worker(self, rep: int, n: int) -> Phase:
         queue = f"{self.run_id}-r{rep}-worker"
         prefix = f"{queue}-"
         dlx = f"{queue}.dlx"  # NOT the default jobs.dlx: the bench DLQ must not bind to production's exchange
-        cfg = Config(amqp_urls=(self.amqp_url,), database_url=self.database_url, queue=queue,
-                     retry_queue=f"{queue}.retry", dead_letter_exchange=dlx)  # fmt: skip
+        cfg = Config(
+            amqp_urls=(self.amqp_url,),
+            database_url=self.database_url,
+            queue=queue,
+            retry_queue=f"{queue}.retry",
+            dead_letter_exchange=dlx,
+        )
         self.queues += [queue, cfg.retry_queue, cfg.dead_letter_queue]
         self.exchanges.append(dlx)
         env = self.base_env() | {
@@ -507,8 +534,18 @@ class Bench:
             self.broker.delete_exchange(dlx)
             self.drop_rows(prefix)
 
-        return Phase("worker", "(b) account worker", n, queue, prefix, [PY, "-m", "account_worker"], env, "db",
-                     prepare=prepare, cleanup=cleanup)  # fmt: skip
+        return Phase(
+            "worker",
+            "(b) account worker",
+            n,
+            queue,
+            prefix,
+            [PY, "-m", "account_worker"],
+            env,
+            "db",
+            prepare=prepare,
+            cleanup=cleanup,
+        )
 
     def phase_seed(self, rep: int, n: int) -> Phase:
         queue = f"{self.run_id}-r{rep}-seed"
@@ -523,9 +560,18 @@ class Bench:
             self.broker.delete_queue(queue)
             self.drop_rows(prefix)
 
-        return Phase("seed", "(c) seed-style (basic_get, conn/msg)", n, queue, prefix,
-                     [PY, str(BENCH / "seed_worker.py"), self.amqp_url, self.database_url, queue],
-                     self.base_env(), "db", prepare=prepare, cleanup=cleanup)  # fmt: skip
+        return Phase(
+            "seed",
+            "(c) seed-style (basic_get, conn/msg)",
+            n,
+            queue,
+            prefix,
+            [PY, str(BENCH / "seed_worker.py"), self.amqp_url, self.database_url, queue],
+            self.base_env(),
+            "db",
+            prepare=prepare,
+            cleanup=cleanup,
+        )
 
     def phase_celery(self, rep: int, n: int) -> Phase:
         queue = f"{self.run_id}-r{rep}-celery"
@@ -546,10 +592,15 @@ class Bench:
             )
 
         def prepare() -> None:
-            proc = subprocess.run(  # noqa: S603
+            proc = subprocess.run(
                 [PY, str(BENCH / "celery_app.py"), "publish", prefix, str(n)],
-                env=env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=300,
-            )  # fmt: skip
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=300,
+            )
             if proc.returncode != 0:
                 raise RuntimeError(f"celery publish failed: {proc.stderr[-2000:]}")
             self.expect_ready(queue, n)
@@ -560,9 +611,19 @@ class Bench:
             self.delete_celery_topology()  # so that every repeat starts Celery from the same state
             self.drop_rows(prefix)
 
-        return Phase("celery", "(d) Celery prefork (defaults)", n, queue, prefix,
-                     [PY, "-m", "celery", "-A", "celery_app", "worker", "-n", node],
-                     env, "db", children=True, prepare=prepare, cleanup=cleanup)  # fmt: skip
+        return Phase(
+            "celery",
+            "(d) Celery prefork (defaults)",
+            n,
+            queue,
+            prefix,
+            [PY, "-m", "celery", "-A", "celery_app", "worker", "-n", node],
+            env,
+            "db",
+            children=True,
+            prepare=prepare,
+            cleanup=cleanup,
+        )
 
     # -- run
 
@@ -583,8 +644,12 @@ class Bench:
                 phase.prepare()
                 prep = time.monotonic() - t
                 res = measure(phase, self.db, self.logdir, self.args.timeout)
-                print(f"  [{rep + 1}] {phase.label}: {res.messages} msgs in {res.seconds:.2f}s "
-                      f"(published in {prep:.1f}s) {res.note}", file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"  [{rep + 1}] {phase.label}: {res.messages} msgs in {res.seconds:.2f}s "
+                    f"(published in {prep:.1f}s) {res.note}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 results[key] = res
             finally:
                 phase.cleanup()
@@ -634,13 +699,17 @@ def median_result(runs: list[Result]) -> Result:
 
 def print_table(results: dict[str, Result], title: str) -> None:
     print(f"\n{title}")
-    header = (f"{'consumer':<40} {'messages':>8} {'seconds':>8} {'msgs/s':>9} {'peak RSS MB':>11} "
-              f"{'startup s':>9} {'CPU s':>6}")  # fmt: skip
+    header = (
+        f"{'consumer':<40} {'messages':>8} {'seconds':>8} {'msgs/s':>9} {'peak RSS MB':>11} "
+        f"{'startup s':>9} {'CPU s':>6}"
+    )
     print(header)
     print("-" * len(header))
     for r in results.values():
-        print(f"{r.label:<40} {r.messages:>8} {r.seconds:>8.2f} {r.rate:>9.1f} {r.rss_mb:>11.1f} "
-              f"{r.startup:>9.2f} {r.cpu:>6.2f}{'  ' + r.note if r.note else ''}")  # fmt: skip
+        print(
+            f"{r.label:<40} {r.messages:>8} {r.seconds:>8.2f} {r.rate:>9.1f} {r.rss_mb:>11.1f} "
+            f"{r.startup:>9.2f} {r.cpu:>6.2f}{'  ' + r.note if r.note else ''}"
+        )
 
 
 def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
@@ -649,8 +718,11 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
     if b is None:
         return rows
     rb = b.rate
-    for key, name, goal in (("raw", "b/a", GOAL_VS_RAW), ("seed", "b/c", GOAL_VS_SEED),
-                            ("celery", "b/d", GOAL_VS_CELERY)):  # fmt: skip
+    for key, name, goal in (
+        ("raw", "b/a", GOAL_VS_RAW),
+        ("seed", "b/c", GOAL_VS_SEED),
+        ("celery", "b/d", GOAL_VS_CELERY),
+    ):
         if key in results:
             ratio = rb / results[key].rate
             rows.append((name, ratio, f">= {goal:g}", ratio >= goal))
@@ -680,11 +752,22 @@ def plot(results: dict[str, Result], path: Path, subtitle: str) -> None:
     ax1.set_ylabel("messages / s (log)")
     ax1.set_title("throughput")
     ax1.bar_label(bars, labels=[f"{v:,.0f}" for v in rates], fontsize=8)
-    text = "\n".join(f"{name} = {value:.2f}  (goal {goal}: {'met' if met else 'NOT met'})"
-                     for name, value, goal, met in goals(results) if "/" in name)  # fmt: skip
+    text = "\n".join(
+        f"{name} = {value:.2f}  (goal {goal}: {'met' if met else 'NOT met'})"
+        for name, value, goal, met in goals(results)
+        if "/" in name
+    )
     if text:
-        ax1.text(0.98, 0.97, text, transform=ax1.transAxes, ha="right", va="top", fontsize=7,
-                 bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85})  # fmt: skip
+        ax1.text(
+            0.98,
+            0.97,
+            text,
+            transform=ax1.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85},
+        )
     bars = ax2.bar(labels, rss, color=colors)
     ax2.axhline(GOAL_RSS_MB, color="red", linestyle="--", linewidth=1, label=f"worker goal {GOAL_RSS_MB:g} MB")
     ax2.set_ylabel("peak RSS MB (VmHWM)")
@@ -718,8 +801,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(args)
     started = time.monotonic()
     passed = ", ".join(sorted(k for k in os.environ if k.startswith("WORKER_")))
-    print(f"run {bench.run_id}: N={args.n}, repeat={args.repeat}, logs in {bench.logdir}"
-          + (f"; the worker also gets {passed} from the environment" if passed else ""), file=sys.stderr)
+    print(
+        f"run {bench.run_id}: N={args.n}, repeat={args.repeat}, logs in {bench.logdir}"
+        + (f"; the worker also gets {passed} from the environment" if passed else ""),
+        file=sys.stderr,
+    )
     runs: list[dict[str, Result]] = []
     try:
         for rep in range(args.repeat):
@@ -734,16 +820,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         final = {key: median_result([r[key] for r in runs if key in r]) for key in runs[0]}
         print_table(final, f"median of {len(runs)} runs")
     print_goals(final)
-    print(f"\ntotal {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs; peak RSS = VmHWM "
-          "(Celery: main + pool children summed)")  # fmt: skip
+    print(
+        f"\ntotal {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs; peak RSS = VmHWM "
+        "(Celery: main + pool children summed)"
+    )
     if args.png and str(args.png).strip() not in ("", "."):
         plot(final, args.png, f"N={args.n}, {len(runs)} run(s), {os.cpu_count()} CPUs")
         print(f"plot: {args.png}")
     if args.json:
-        args.json.write_text(json.dumps(
-            {"runs": [{k: vars(v) | {"rate": v.rate} for k, v in r.items()} for r in runs],
-             "goals": [{"name": g[0], "value": g[1], "goal": g[2], "met": g[3]} for g in goals(final)]},
-            indent=2, default=str))  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {
+                    "runs": [{k: vars(v) | {"rate": v.rate} for k, v in r.items()} for r in runs],
+                    "goals": [{"name": g[0], "value": g[1], "goal": g[2], "met": g[3]} for g in goals(final)],
+                },
+                indent=2,
+                default=str,
+            )
+        )
     return 0 if all(r.ok for run in runs for r in run.values()) else 1
 
 

@@ -15,7 +15,7 @@ import requests
 
 @dataclass(frozen=True)
 class Cluster:
-    nodes: list[str]          # container names = hostnames (node rabbit@<name>)
+    nodes: list[str]  # container names = hostnames (node rabbit@<name>)
     amqp_ports: list[int]
     management_ports: list[int]
     user: str
@@ -37,7 +37,8 @@ class Cluster:
 
     def url(self, node: str) -> str:
         port = self.amqp_ports[self.nodes.index(node)]
-        return f"amqp://{quote(self.user, safe='')}:{quote(self.password, safe='')}@127.0.0.1:{port}/{quote(self.vhost, safe='')}"
+        user, password, vhost = (quote(v, safe="") for v in (self.user, self.password, self.vhost))
+        return f"amqp://{user}:{password}@127.0.0.1:{port}/{vhost}"
 
     def connect(self, node: str, name: str = "bundle-cluster-test") -> pika.BlockingConnection:
         params = pika.URLParameters(self.url(node))

@@ -28,7 +28,7 @@ def report():
     REPORT.write_text(json.dumps(results, indent=2))
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest hook
+def pytest_terminal_summary(terminalreporter) -> None:
     if REPORT.exists():
         for r in json.loads(REPORT.read_text()):
             terminalreporter.write_line(" ".join(f"{k}={v}" for k, v in r.items()))

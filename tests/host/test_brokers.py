@@ -55,9 +55,7 @@ def test_service_running_and_enabled(host) -> None:
 
 @pytest.mark.parametrize("port", [5672, 15672, 25672, 4369])
 def test_listeners(host, port: int) -> None:
-    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening or host.socket(
-        f"tcp://:::{port}"
-    ).is_listening
+    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening or host.socket(f"tcp://:::{port}").is_listening
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,8 @@ def test_psql_reaches_the_database_with_the_deployed_credentials(host) -> None:
     pgpass = host.file(f"/opt/{NAME}/.pgpass")
     assert pgpass.mode == 0o600 and pgpass.user == NAME
     # -w: never prompt; the password comes from the worker user's .pgpass.
-    cmd = (f"runuser -u {NAME} -- psql -w -h {url.hostname} -p {url.port or 5432} -U {url.username} "
-           f"-d {url.path.lstrip('/')} -tAc 'SELECT count(*) FROM accounts'")
+    cmd = (
+        f"runuser -u {NAME} -- psql -w -h {url.hostname} -p {url.port or 5432} -U {url.username} "
+        f"-d {url.path.lstrip('/')} -tAc 'SELECT count(*) FROM accounts'"
+    )
     assert int(host.check_output(cmd)) >= 1

@@ -11,6 +11,7 @@ Environment (set by molecule/worker/verify.yml):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -57,7 +58,7 @@ def env() -> Iterator[Env]:
     REPORT.write_text(json.dumps(e.results, indent=2))
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest hook
+def pytest_terminal_summary(terminalreporter) -> None:
     if REPORT.exists():
         terminalreporter.write_line("fault test                 sent  recorded  duplicates  dead-lettered")
         for r in json.loads(REPORT.read_text()):
@@ -83,14 +84,17 @@ class Publisher:
     def job(self, message_id: str, account_uuid: str, **props) -> None:
         body = json.dumps({"apikey": "it", "account_uuid": account_uuid}).encode()
         self.ch.basic_publish(
-            "jobs", "jobs", body,
+            "jobs",
+            "jobs",
+            body,
             pika.BasicProperties(message_id=message_id, delivery_mode=2, content_type="application/json", **props),
             mandatory=True,
         )
 
     def raw(self, message_id: str, body: bytes) -> None:
-        self.ch.basic_publish("jobs", "jobs", body, pika.BasicProperties(message_id=message_id, delivery_mode=2),
-                              mandatory=True)
+        self.ch.basic_publish(
+            "jobs", "jobs", body, pika.BasicProperties(message_id=message_id, delivery_mode=2), mandatory=True
+        )
 
     def close(self) -> None:
         if self.conn.is_open:
@@ -117,10 +121,8 @@ def wait_recorded(database_url: str, prefix: str, expected: int, deadline_s: flo
     deadline = time.monotonic() + deadline_s
     last = (0, 0)
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(psycopg.OperationalError):  # briefly unreachable: keep the last count
             last = recorded(database_url, prefix)
-        except psycopg.OperationalError:
-            last = last  # database briefly unreachable: keep waiting
         if last[0] >= expected:
             return last
         time.sleep(0.5)

@@ -30,8 +30,9 @@ def _stream(env: Env, publisher: Publisher, prefix: str, fault_at: int, fault) -
 def _report(env: Env, name: str, prefix: str, sent: int) -> tuple[int, int, int]:
     distinct, rows = wait_recorded(env.database_url, prefix, sent, deadline_s=180)
     dead = drain_dead_letters(env.amqp_url, prefix)
-    env.results.append({"test": name, "sent": sent, "recorded": distinct, "duplicates": rows - distinct,
-                        "dead_lettered": len(dead)})
+    env.results.append(
+        {"test": name, "sent": sent, "recorded": distinct, "duplicates": rows - distinct, "dead_lettered": len(dead)}
+    )
     return distinct, rows, len(dead)
 
 

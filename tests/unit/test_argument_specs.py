@@ -23,8 +23,11 @@ BROKER_OK = {
     "rabbitmq_admin_password": "a-long-test-password",
     "rabbitmq_vhosts": ["/", "app"],
     "rabbitmq_users": [
-        {"name": "app", "password": "another-password",
-         "permissions": [{"vhost": "app", "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}]}
+        {
+            "name": "app",
+            "password": "another-password",
+            "permissions": [{"vhost": "app", "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}],
+        }
     ],
 }
 
@@ -36,82 +39,151 @@ def broker(**changes):
 
 CASES = {
     "missing admin password": ("rabbitmq", broker(rabbitmq_admin_password=None), "rabbitmq_admin_password"),
-    "user without password": (
-        "rabbitmq", broker(rabbitmq_users=[{"name": "app"}]), "password"),
+    "user without password": ("rabbitmq", broker(rabbitmq_users=[{"name": "app"}]), "password"),
     "limit not an integer": ("rabbitmq", broker(rabbitmq_nofile_limit="lots"), "rabbitmq_nofile_limit"),
     "unknown permission key": (
         "rabbitmq",
-        broker(rabbitmq_users=[{"name": "app", "password": "p4ssword-p4ssword",
-                                "permissions": [{"vhost": "app", "configure": ".*"}]}]),
+        broker(
+            rabbitmq_users=[
+                {"name": "app", "password": "p4ssword-p4ssword", "permissions": [{"vhost": "app", "configure": ".*"}]}
+            ]
+        ),
         "configure",
     ),
     "queue type that does not exist": (
-        "rabbitmq", broker(rabbitmq_queues=[{"name": "jobs", "vhost": "app", "type": "lazy"}]), "type"),
+        "rabbitmq",
+        broker(rabbitmq_queues=[{"name": "jobs", "vhost": "app", "type": "lazy"}]),
+        "type",
+    ),
     "exchange type that does not exist": (
-        "rabbitmq", broker(rabbitmq_exchanges=[{"name": "jobs", "type": "round-robin"}]), "type"),
+        "rabbitmq",
+        broker(rabbitmq_exchanges=[{"name": "jobs", "type": "round-robin"}]),
+        "type",
+    ),
     "empty vhost name": ("rabbitmq", broker(rabbitmq_vhosts=["/", ""]), "rabbitmq_vhosts"),
     "vhosts not a list": ("rabbitmq", broker(rabbitmq_vhosts={"app": True}), "rabbitmq_vhosts"),
     "permission on an unmanaged vhost": (
         "rabbitmq",
-        broker(rabbitmq_users=[{"name": "app", "password": "p4ssword-p4ssword",
-                                "permissions": [{"vhost": "other", "read_priv": ".*"}]}]),
+        broker(
+            rabbitmq_users=[
+                {"name": "app", "password": "p4ssword-p4ssword", "permissions": [{"vhost": "other", "read_priv": ".*"}]}
+            ]
+        ),
         "rabbitmq_vhosts",
     ),
     "malformed node name": ("rabbitmq", broker(rabbitmq_nodename="rabbit"), "rabbitmq_nodename"),
     "duplicate users": (
         "rabbitmq",
-        broker(rabbitmq_users=[{"name": "app", "password": "p4ssword-p4ssword"},
-                               {"name": "app", "password": "p4ssword-p4ssword"}]),
+        broker(
+            rabbitmq_users=[
+                {"name": "app", "password": "p4ssword-p4ssword"},
+                {"name": "app", "password": "p4ssword-p4ssword"},
+            ]
+        ),
         "rabbitmq_users",
     ),
     "policy without a definition": (
-        "rabbitmq", broker(rabbitmq_policies=[{"name": "p", "pattern": ".*"}]), "definition"),
+        "rabbitmq",
+        broker(rabbitmq_policies=[{"name": "p", "pattern": ".*"}]),
+        "definition",
+    ),
     "apt repository without a key": (
-        "rabbitmq", broker(rabbitmq_apt_repository={"uris": "http://repo.example", "suites": "x"}),
-        "rabbitmq_apt_repository"),
+        "rabbitmq",
+        broker(rabbitmq_apt_repository={"uris": "http://repo.example", "suites": "x"}),
+        "rabbitmq_apt_repository",
+    ),
     "placeholder password": ("rabbitmq", broker(rabbitmq_admin_password="CHANGE-ME"), "rabbitmq_admin_password"),
     "erlang packages not a list": ("erlang", {"erlang_packages": {"erlang-base": True}}, "erlang_packages"),
     "erlang pin priority not a number": ("erlang", {"erlang_pin_priority": "high"}, "erlang_pin_priority"),
     "sandbox state unknown": ("sandbox_hosts", {"sandbox_hosts_state": "running"}, "sandbox_hosts_state"),
     "cluster without a cookie": (
-        "rabbitmq", broker(rabbitmq_cluster_nodes=["unreachable-host", "other"]), "rabbitmq_erlang_cookie"),
+        "rabbitmq",
+        broker(rabbitmq_cluster_nodes=["unreachable-host", "other"]),
+        "rabbitmq_erlang_cookie",
+    ),
     "cookie with bad characters": (
-        "rabbitmq", broker(rabbitmq_erlang_cookie="not a valid cookie!"), "rabbitmq_erlang_cookie"),
+        "rabbitmq",
+        broker(rabbitmq_erlang_cookie="not a valid cookie!"),
+        "rabbitmq_erlang_cookie",
+    ),
     "worker without a database URL": ("worker", {"worker_amqp_urls": ["amqp://u:p@h/v"]}, "worker_database_url"),
-    "worker without broker URLs": (
-        "worker", {"worker_database_url": "postgresql://u:p@h/d"}, "worker_amqp_urls"),
+    "worker without broker URLs": ("worker", {"worker_database_url": "postgresql://u:p@h/d"}, "worker_amqp_urls"),
     "worker instances not a number": (
-        "worker", {"worker_amqp_urls": ["amqp://u:p@h/v"], "worker_database_url": "postgresql://u:p@h/d",
-                   "worker_instances": "many"}, "worker_instances"),
+        "worker",
+        {
+            "worker_amqp_urls": ["amqp://u:p@h/v"],
+            "worker_database_url": "postgresql://u:p@h/d",
+            "worker_instances": "many",
+        },
+        "worker_instances",
+    ),
     "worker URL of another scheme": (
-        "worker", {"worker_amqp_urls": ["http://h/"], "worker_database_url": "postgresql://u:p@h/d"},
-        "worker_amqp_urls"),
+        "worker",
+        {"worker_amqp_urls": ["http://h/"], "worker_database_url": "postgresql://u:p@h/d"},
+        "worker_amqp_urls",
+    ),
     "worker env not WORKER_*": (
-        "worker", {"worker_amqp_urls": ["amqp://u:p@h/v"], "worker_database_url": "postgresql://u:p@h/d",
-                   "worker_env": {"PATH": "/tmp"}}, "worker_env"),
+        "worker",
+        {
+            "worker_amqp_urls": ["amqp://u:p@h/v"],
+            "worker_database_url": "postgresql://u:p@h/d",
+            "worker_env": {"PATH": "/tmp"},
+        },
+        "worker_env",
+    ),
     "database fixture without a password": ("postgresql_sandbox", {}, "postgresql_sandbox_password"),
     "client repository not a dict": (
-        "postgresql_client", {"postgresql_client_apt_repository": ["x"]}, "postgresql_client_apt_repository"),
+        "postgresql_client",
+        {"postgresql_client_apt_repository": ["x"]},
+        "postgresql_client_apt_repository",
+    ),
     "runit packages not a list": ("runit", {"runit_packages": {"runit": 1}}, "runit_packages"),
 }
 
 
 def run_role(tmp_path: Path, role: str, role_vars: dict) -> subprocess.CompletedProcess[str]:
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"unreachable-host": {
-        "ansible_connection": "containers.podman.podman",
-        "ansible_host": "bundle-no-such-container",
-    }}}}))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {
+                        "unreachable-host": {
+                            "ansible_connection": "containers.podman.podman",
+                            "ansible_host": "bundle-no-such-container",
+                        }
+                    }
+                }
+            }
+        )
+    )
     playbook = tmp_path / "play.yml"
-    playbook.write_text(yaml.safe_dump([{
-        "name": "negative test", "hosts": "all", "gather_facts": False,
-        "roles": [{"role": role, "vars": role_vars}],
-    }]))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-           "ANSIBLE_ROLES_PATH": str(ROOT / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    playbook.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "negative test",
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "roles": [{"role": role, "vars": role_vars}],
+                }
+            ]
+        )
+    )
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+    }
     return subprocess.run(
         [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
     )
 
 

@@ -25,20 +25,46 @@ def wanted(**kw):
     return base
 
 
-APP = {"name": "app", "password": "s3cret", "tags": [],
-       "permissions": [{"vhost": "app", "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}]}
+APP = {
+    "name": "app",
+    "password": "s3cret",
+    "tags": [],
+    "permissions": [{"vhost": "app", "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}],
+}
 CURRENT = {
     "vhosts": [{"name": "/"}, {"name": "app"}],
-    "users": [{"name": "app", "password_hash": rabbit_hash("s3cret"),
-               "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []},
-              {"name": "guest", "password_hash": rabbit_hash("guest"), "tags": ["administrator"]}],
+    "users": [
+        {
+            "name": "app",
+            "password_hash": rabbit_hash("s3cret"),
+            "hashing_algorithm": "rabbit_password_hashing_sha256",
+            "tags": [],
+        },
+        {"name": "guest", "password_hash": rabbit_hash("guest"), "tags": ["administrator"]},
+    ],
     "permissions": [{"user": "app", "vhost": "app", "configure": ".*", "write": ".*", "read": ".*"}],
     "exchanges": [{"name": "jobs", "vhost": "app", "type": "direct", "durable": True}],
     "queues": [{"name": "jobs", "vhost": "app", "durable": True, "arguments": {"x-queue-type": "quorum"}}],
-    "bindings": [{"source": "jobs", "vhost": "app", "destination": "jobs", "destination_type": "queue",
-                  "routing_key": "jobs", "arguments": {}}],
-    "policies": [{"vhost": "app", "name": "dlx", "pattern": "^jobs$", "apply-to": "queues",
-                  "definition": {"delivery-limit": 10}, "priority": 0}],
+    "bindings": [
+        {
+            "source": "jobs",
+            "vhost": "app",
+            "destination": "jobs",
+            "destination_type": "queue",
+            "routing_key": "jobs",
+            "arguments": {},
+        }
+    ],
+    "policies": [
+        {
+            "vhost": "app",
+            "name": "dlx",
+            "pattern": "^jobs$",
+            "apply-to": "queues",
+            "definition": {"delivery-limit": 10},
+            "priority": 0,
+        }
+    ],
 }
 TOPOLOGY = dict(
     exchanges=[{"name": "jobs", "vhost": "app", "type": "direct"}],
@@ -85,8 +111,11 @@ def test_missing_objects_are_created_in_order() -> None:
 
 
 def test_permissions_are_authoritative_for_listed_users() -> None:
-    current = {**CURRENT, "permissions": CURRENT["permissions"] + [
-        {"user": "app", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]}
+    current = {
+        **CURRENT,
+        "permissions": CURRENT["permissions"]
+        + [{"user": "app", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}],
+    }
     calls, _ = defs.plan(current, wanted(users=[APP]))
     assert [(c[0], c[1], c[2]) for c in calls] == [("remove permissions of app on /", "DELETE", "permissions/%2F/app")]
 

@@ -39,21 +39,22 @@ def mode(path: Path) -> int:
 
 # --- managed_files --------------------------------------------------------
 
+
 def test_ensure_file_writes_then_reports_no_change(tmp_path: Path) -> None:
     target = tmp_path / "f"
-    assert files.ensure_file(str(target), "a\n", UID, GID, 0o640, check=False)
+    assert files.ensure_file(str(target), "a\n", uid=UID, gid=GID, mode=0o640, check=False)
     assert target.read_text() == "a\n" and mode(target) == 0o640
-    assert not files.ensure_file(str(target), "a\n", UID, GID, 0o640, check=False)
+    assert not files.ensure_file(str(target), "a\n", uid=UID, gid=GID, mode=0o640, check=False)
     assert [p.name for p in tmp_path.iterdir()] == ["f"], "no temporary file left behind"
 
 
 def test_ensure_file_fixes_mode_and_check_mode_writes_nothing(tmp_path: Path) -> None:
     target = tmp_path / "f"
-    files.ensure_file(str(target), "a\n", UID, GID, 0o640, check=False)
+    files.ensure_file(str(target), "a\n", uid=UID, gid=GID, mode=0o640, check=False)
     target.chmod(0o600)
-    assert files.ensure_file(str(target), "b\n", UID, GID, 0o640, check=True)
+    assert files.ensure_file(str(target), "b\n", uid=UID, gid=GID, mode=0o640, check=True)
     assert target.read_text() == "a\n" and mode(target) == 0o600
-    assert files.ensure_file(str(target), "a\n", UID, GID, 0o640, check=False) and mode(target) == 0o640
+    assert files.ensure_file(str(target), "a\n", uid=UID, gid=GID, mode=0o640, check=False) and mode(target) == 0o640
 
 
 def test_ensure_dir_creates_and_fixes_mode(tmp_path: Path) -> None:
@@ -67,9 +68,12 @@ def test_ensure_dir_creates_and_fixes_mode(tmp_path: Path) -> None:
 
 # --- envdir ---------------------------------------------------------------
 
+
 def test_envdir_writes_one_file_per_variable_with_modes(tmp_path: Path) -> None:
     env = tmp_path / "env"
-    outcome = envdir.converge(str(env), {"B": "2", "A": "amqp://u:p@h/"}, UID, GID, 0o750, 0o640)
+    outcome = envdir.converge(
+        str(env), {"B": "2", "A": "amqp://u:p@h/"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640
+    )
     assert outcome.changed and outcome.written == ["A", "B"] and outcome.removed == []
     assert (env / "A").read_text() == "amqp://u:p@h/\n"
     assert mode(env) == 0o750 and mode(env / "B") == 0o640
@@ -77,16 +81,16 @@ def test_envdir_writes_one_file_per_variable_with_modes(tmp_path: Path) -> None:
 
 def test_envdir_second_run_changes_nothing(tmp_path: Path) -> None:
     env = tmp_path / "env"
-    envdir.converge(str(env), {"A": "1"}, UID, GID, 0o750, 0o640)
-    outcome = envdir.converge(str(env), {"A": "1"}, UID, GID, 0o750, 0o640)
+    envdir.converge(str(env), {"A": "1"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640)
+    outcome = envdir.converge(str(env), {"A": "1"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640)
     assert not outcome.changed
 
 
 def test_envdir_rewrites_only_what_differs_and_removes_stale(tmp_path: Path) -> None:
     env = tmp_path / "env"
-    envdir.converge(str(env), {"A": "1", "B": "2", "OLD": "x"}, UID, GID, 0o750, 0o640)
+    envdir.converge(str(env), {"A": "1", "B": "2", "OLD": "x"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640)
     (env / "B").chmod(0o644)
-    outcome = envdir.converge(str(env), {"A": "changed", "B": "2"}, UID, GID, 0o750, 0o640)
+    outcome = envdir.converge(str(env), {"A": "changed", "B": "2"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640)
     assert outcome.written == ["A", "B"] and outcome.removed == ["OLD"]
     assert sorted(p.name for p in env.iterdir()) == ["A", "B"]
     assert (env / "A").read_text() == "changed\n" and mode(env / "B") == 0o640
@@ -94,25 +98,28 @@ def test_envdir_rewrites_only_what_differs_and_removes_stale(tmp_path: Path) -> 
 
 def test_envdir_check_mode_reports_without_writing(tmp_path: Path) -> None:
     env = tmp_path / "env"
-    envdir.converge(str(env), {"A": "1", "OLD": "x"}, UID, GID, 0o750, 0o640)
-    outcome = envdir.converge(str(env), {"A": "2"}, UID, GID, 0o750, 0o640, check=True)
+    envdir.converge(str(env), {"A": "1", "OLD": "x"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640)
+    outcome = envdir.converge(str(env), {"A": "2"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640, check=True)
     assert outcome.written == ["A"] and outcome.removed == ["OLD"]
     assert (env / "A").read_text() == "1\n" and (env / "OLD").exists()
 
 
 def test_envdir_fixes_directory_mode(tmp_path: Path) -> None:
     env = tmp_path / "env"
-    envdir.converge(str(env), {"A": "1"}, UID, GID, 0o750, 0o640)
+    envdir.converge(str(env), {"A": "1"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640)
     env.chmod(0o755)
-    outcome = envdir.converge(str(env), {"A": "1"}, UID, GID, 0o750, 0o640)
+    outcome = envdir.converge(str(env), {"A": "1"}, uid=UID, gid=GID, dir_mode=0o750, file_mode=0o640)
     assert outcome.directory and not outcome.written and mode(env) == 0o750
 
 
-@pytest.mark.parametrize(("variables", "expected"), [
-    ({"1BAD": "x"}, "'1BAD' is not a variable name"),
-    ({"A-B": "x"}, "'A-B' is not a variable name"),
-    ({"SECRET": "line1\nline2"}, "the value of SECRET spans several lines"),
-])
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"1BAD": "x"}, "'1BAD' is not a variable name"),
+        ({"A-B": "x"}, "'A-B' is not a variable name"),
+        ({"SECRET": "line1\nline2"}, "the value of SECRET spans several lines"),
+    ],
+)
 def test_envdir_rejects_bad_variables_without_showing_values(variables: dict, expected: str) -> None:
     problems = envdir.invalid(variables)
     assert len(problems) == 1 and expected in problems[0]
@@ -120,6 +127,7 @@ def test_envdir_rejects_bad_variables_without_showing_values(variables: dict, ex
 
 
 # --- runit_services -------------------------------------------------------
+
 
 class FakeModule:
     """What converge() uses of AnsibleModule: check_mode and fail_json."""
@@ -138,9 +146,17 @@ def service(name: str, run: str = "#!/bin/sh\nexec worker\n") -> dict:
 def params(tmp_path: Path, services: list[dict], **extra: object) -> dict:
     for sub in ("sv", "service", "log"):
         (tmp_path / sub).mkdir(exist_ok=True)
-    return {"services": services, "sv_dir": str(tmp_path / "sv"), "service_dir": str(tmp_path / "service"),
-            "log_root": str(tmp_path / "log"), "log_owner": USER, "log_group": GROUP, "wait_timeout": 1,
-            "extra_pattern": None, **extra}
+    return {
+        "services": services,
+        "sv_dir": str(tmp_path / "sv"),
+        "service_dir": str(tmp_path / "service"),
+        "log_root": str(tmp_path / "log"),
+        "log_owner": USER,
+        "log_group": GROUP,
+        "wait_timeout": 1,
+        "extra_pattern": None,
+        **extra,
+    }
 
 
 def supervise(sv: Path, state: str = "run") -> None:
@@ -199,10 +215,13 @@ def test_runit_check_mode_changes_nothing(tmp_path: Path) -> None:
     assert outcome.linked == ["w-1"] and not (tmp_path / "sv/w-1").exists()
 
 
-@pytest.mark.parametrize(("services", "expected"), [
-    ([{"name": "../x", "run": "#!/bin/sh", "log_run": "#!/bin/sh"}], "is not a service name"),
-    ([{"name": "w-1", "run": "exec x", "log_run": "#!/bin/sh"}], "services[0].run must be a script"),
-    ([service("w-1"), service("w-1")], "service names listed twice: w-1"),
-])
+@pytest.mark.parametrize(
+    ("services", "expected"),
+    [
+        ([{"name": "../x", "run": "#!/bin/sh", "log_run": "#!/bin/sh"}], "is not a service name"),
+        ([{"name": "w-1", "run": "exec x", "log_run": "#!/bin/sh"}], "services[0].run must be a script"),
+        ([service("w-1"), service("w-1")], "service names listed twice: w-1"),
+    ],
+)
 def test_runit_rejects_malformed_services(services: list[dict], expected: str) -> None:
     assert any(expected in problem for problem in runit.invalid(services))

@@ -106,40 +106,53 @@ def plan(current: dict, wanted: dict) -> tuple[list[tuple[str, str, str, dict | 
         tags = _tags(user.get("tags"))
         if have is None:
             reason = "create"
-        elif not password_matches(have.get("password_hash", ""), have.get("hashing_algorithm", ""),
-                                  user["password"]):
+        elif not password_matches(have.get("password_hash", ""), have.get("hashing_algorithm", ""), user["password"]):
             reason = "update password of"
         elif _tags(have.get("tags")) != tags:
             reason = "update tags of"
         else:
             reason = ""
         if reason:
-            calls.append((f"{reason} user {name}", "PUT", f"users/{_q(name)}",
-                          {"password": user["password"], "tags": ",".join(tags)}))
+            calls.append(
+                (
+                    f"{reason} user {name}",
+                    "PUT",
+                    f"users/{_q(name)}",
+                    {"password": user["password"], "tags": ",".join(tags)},
+                )
+            )
         wanted_perms = {p["vhost"]: p for p in user.get("permissions") or []}
         for vhost, p in wanted_perms.items():
             body = {key: p.get(f"{key}_priv") or "^$" for key in ("configure", "write", "read")}
             have_p = perms.get((name, vhost))
             if have_p is None or any(have_p.get(k) != v for k, v in body.items()):
-                calls.append((f"set permissions of {name} on {vhost}", "PUT",
-                              f"permissions/{_q(vhost)}/{_q(name)}", body))
-        for (perm_user, vhost) in sorted(perms):
+                calls.append(
+                    (f"set permissions of {name} on {vhost}", "PUT", f"permissions/{_q(vhost)}/{_q(name)}", body)
+                )
+        for perm_user, vhost in sorted(perms):
             if perm_user == name and vhost not in wanted_perms:
-                calls.append((f"remove permissions of {name} on {vhost}", "DELETE",
-                              f"permissions/{_q(vhost)}/{_q(name)}", None))
+                calls.append(
+                    (f"remove permissions of {name} on {vhost}", "DELETE", f"permissions/{_q(vhost)}/{_q(name)}", None)
+                )
 
     exchanges = {(e["vhost"], e["name"]): e for e in current.get("exchanges", [])}
     for ex in wanted["exchanges"]:
         vhost, name = ex.get("vhost") or "/", ex["name"]
-        body = {"type": ex.get("type") or "direct", "durable": ex.get("durable", True) is not False,
-                "auto_delete": False, "internal": False, "arguments": {}}
+        body = {
+            "type": ex.get("type") or "direct",
+            "durable": ex.get("durable", True) is not False,
+            "auto_delete": False,
+            "internal": False,
+            "arguments": {},
+        }
         have = exchanges.get((vhost, name))
         if have is None:
-            calls.append((f"declare exchange {vhost} {name}", "PUT",
-                          f"exchanges/{_q(vhost)}/{_q(name)}", body))
+            calls.append((f"declare exchange {vhost} {name}", "PUT", f"exchanges/{_q(vhost)}/{_q(name)}", body))
         elif have.get("type") != body["type"] or bool(have.get("durable")) != body["durable"]:
-            conflicts.append(f"exchange {name} on vhost {vhost} exists as {have.get('type')} "
-                             f"durable={have.get('durable')}, wanted {body['type']} durable={body['durable']}")
+            conflicts.append(
+                f"exchange {name} on vhost {vhost} exists as {have.get('type')} "
+                f"durable={have.get('durable')}, wanted {body['type']} durable={body['durable']}"
+            )
 
     queues = {(q["vhost"], q["name"]): q for q in current.get("queues", [])}
     for queue in wanted["queues"]:
@@ -153,25 +166,37 @@ def plan(current: dict, wanted: dict) -> tuple[list[tuple[str, str, str, dict | 
             conflicts.append(
                 f"queue {name} on vhost {vhost} exists with arguments {json.dumps(have.get('arguments'))} "
                 f"durable={have.get('durable')}, wanted {json.dumps(args)}: queue properties cannot "
-                "change in place; delete the queue (after draining it) or change it through a policy")
+                "change in place; delete the queue (after draining it) or change it through a policy"
+            )
 
-    bindings = {(b["vhost"], b["source"], b["destination"], b["destination_type"], b["routing_key"])
-                for b in current.get("bindings", [])}
+    bindings = {
+        (b["vhost"], b["source"], b["destination"], b["destination_type"], b["routing_key"])
+        for b in current.get("bindings", [])
+    }
     for binding in wanted["bindings"]:
         vhost = binding.get("vhost") or "/"
         dtype = binding.get("destination_type") or "queue"
         key = binding.get("routing_key")
         key = "#" if key is None else key
         if (vhost, binding["source"], binding["destination"], dtype, key) not in bindings:
-            calls.append((f"bind {vhost} {binding['source']} -> {binding['destination']} ({key})", "POST",
-                          f"bindings/{_q(vhost)}/e/{_q(binding['source'])}/{dtype[0]}/{_q(binding['destination'])}",
-                          {"routing_key": key, "arguments": {}}))
+            calls.append(
+                (
+                    f"bind {vhost} {binding['source']} -> {binding['destination']} ({key})",
+                    "POST",
+                    f"bindings/{_q(vhost)}/e/{_q(binding['source'])}/{dtype[0]}/{_q(binding['destination'])}",
+                    {"routing_key": key, "arguments": {}},
+                )
+            )
 
     policies = {(p["vhost"], p["name"]): p for p in current.get("policies", [])}
     for policy in wanted["policies"]:
         vhost, name = policy.get("vhost") or "/", policy["name"]
-        body = {"pattern": policy["pattern"], "definition": policy["definition"],
-                "priority": int(policy.get("priority") or 0), "apply-to": policy.get("apply_to") or "queues"}
+        body = {
+            "pattern": policy["pattern"],
+            "definition": policy["definition"],
+            "priority": int(policy.get("priority") or 0),
+            "apply-to": policy.get("apply_to") or "queues",
+        }
         have = policies.get((vhost, name))
         if have is None or any(have.get(k) != v for k, v in body.items()):
             calls.append((f"apply policy {vhost} {name}", "PUT", f"policies/{_q(vhost)}/{_q(name)}", body))
@@ -191,9 +216,9 @@ class Api:
 
     def call(self, method: str, path: str, body: dict | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = request.Request(self.base + path, data=data, method=method, headers=self.headers)
+        req = request.Request(self.base + path, data=data, method=method, headers=self.headers)  # noqa: S310 - http(s) URL from the role
         try:
-            with request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - URL from the role
+            with request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - http(s) URL from the role
                 payload = resp.read()
         except error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]

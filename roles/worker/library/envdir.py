@@ -10,7 +10,8 @@ description:
   - Makes the directory hold exactly the given variables, one file per variable whose first line is the
     value, with the given owner, group and modes. Files of variables no longer given are removed.
   - Each file is written atomically (temporary file in the same directory, then renamed), and only when
-    its content, owner, group or mode differs. The parent directory must exist. One module call instead of one task per variable.
+    its content, owner, group or mode differs. The parent directory must exist.
+    One module call instead of one task per variable.
   - Values are secrets (URLs with passwords): they are never returned or logged, only variable names.
 options:
   path: {type: path, required: true, description: The envdir.}
@@ -75,12 +76,16 @@ def invalid(variables: dict[str, object]) -> list[str]:
     return problems
 
 
-def converge(path: str, variables: dict[str, str], uid: int, gid: int,
-             dir_mode: int, file_mode: int, check: bool = False) -> Outcome:
+def converge(
+    path: str, variables: dict[str, str], *, uid: int, gid: int, dir_mode: int, file_mode: int, check: bool = False
+) -> Outcome:
     """Make path an envdir holding exactly variables; return what changed."""
     outcome = Outcome(directory=ensure_dir(path, uid, gid, dir_mode, check))
-    outcome.written = [name for name in sorted(variables)
-                       if ensure_file(os.path.join(path, name), f"{variables[name]}\n", uid, gid, file_mode, check)]
+    outcome.written = [
+        name
+        for name in sorted(variables)
+        if ensure_file(os.path.join(path, name), f"{variables[name]}\n", uid=uid, gid=gid, mode=file_mode, check=check)
+    ]
     if not os.path.isdir(path):  # check mode, not created
         return outcome
     for entry in sorted(os.listdir(path)):
@@ -117,10 +122,12 @@ def main() -> None:
     try:
         dir_mode, file_mode = int(params["dir_mode"], 8), int(params["file_mode"], 8)
     except ValueError:
-        module.fail_json(msg="envdir: dir_mode and file_mode must be octal strings such as \"0640\"")
+        module.fail_json(msg='envdir: dir_mode and file_mode must be octal strings such as "0640"')
     variables = {name: str(value) for name, value in params["variables"].items()}
     try:
-        outcome = converge(params["path"], variables, uid, gid, dir_mode, file_mode, module.check_mode)
+        outcome = converge(
+            params["path"], variables, uid=uid, gid=gid, dir_mode=dir_mode, file_mode=file_mode, check=module.check_mode
+        )
     except OSError as exc:
         module.fail_json(msg=f"envdir {params['path']}: {exc.strerror} ({exc.filename})")
     module.exit_json(changed=outcome.changed, written=outcome.written, removed=outcome.removed)

@@ -54,6 +54,7 @@ from ansible.module_utils.managed_files import ensure_dir, ensure_file
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Owner and group of the service directories and scripts.
 ROOT = (0, 0)
+SV = "/usr/bin/sv"  # runit on Debian
 
 
 @dataclass
@@ -70,8 +71,9 @@ class Outcome:
 
     @property
     def changed(self) -> bool:
-        return self.other or any((self.linked, self.run_changed, self.log_run_changed,
-                                  self.log_config_changed, self.started))
+        return self.other or any(
+            (self.linked, self.run_changed, self.log_run_changed, self.log_config_changed, self.started)
+        )
 
     def result(self) -> dict:
         """The lists returned to the play (and on failure, what was done so far)."""
@@ -126,9 +128,11 @@ def running(directory: str) -> bool:
 def linked_extra(service_dir: str, pattern: str, wanted: set[str]) -> list[str]:
     """Links in service_dir matching pattern that are not wanted."""
     regex = re.compile(pattern)
-    return sorted(entry for entry in os.listdir(service_dir)
-                  if regex.match(entry) and entry not in wanted
-                  and os.path.islink(os.path.join(service_dir, entry)))
+    return sorted(
+        entry
+        for entry in os.listdir(service_dir)
+        if regex.match(entry) and entry not in wanted and os.path.islink(os.path.join(service_dir, entry))
+    )
 
 
 def converge(module: AnsibleModule, params: dict) -> Outcome:
@@ -148,12 +152,19 @@ def converge(module: AnsibleModule, params: dict) -> Outcome:
             outcome.log_run_changed.append(name)
             outcome.linked.append(name)
             continue
-        if ensure_file(os.path.join(sv, "run"), service["run"], *ROOT, 0o755, check):
+        if ensure_file(os.path.join(sv, "run"), service["run"], uid=ROOT[0], gid=ROOT[1], mode=0o755, check=check):
             outcome.run_changed.append(name)
-        if ensure_file(os.path.join(sv, "log", "run"), service["log_run"], *ROOT, 0o755, check):
+        if ensure_file(
+            os.path.join(sv, "log", "run"), service["log_run"], uid=ROOT[0], gid=ROOT[1], mode=0o755, check=check
+        ):
             outcome.log_run_changed.append(name)
-        if service.get("log_config") is not None and os.path.isdir(logs) and ensure_file(
-                os.path.join(logs, "config"), service["log_config"], ROOT[0], log_gid, 0o644, check):
+        if (
+            service.get("log_config") is not None
+            and os.path.isdir(logs)
+            and ensure_file(
+                os.path.join(logs, "config"), service["log_config"], uid=ROOT[0], gid=log_gid, mode=0o644, check=check
+            )
+        ):
             outcome.log_config_changed.append(name)
         if ensure_link(os.path.join(params["service_dir"], name), sv, check):
             outcome.linked.append(name)
@@ -164,21 +175,27 @@ def converge(module: AnsibleModule, params: dict) -> Outcome:
             sv = os.path.join(params["sv_dir"], name)
             while not (supervised(sv) and supervised(os.path.join(sv, "log"))):
                 if time.monotonic() > deadline:
-                    module.fail_json(msg=f"runsv did not pick up {name} within {params['wait_timeout']} s: "
-                                         f"is runsvdir scanning {params['service_dir']}?", **outcome.result())
+                    module.fail_json(
+                        msg=f"runsv did not pick up {name} within {params['wait_timeout']} s: "
+                        f"is runsvdir scanning {params['service_dir']}?",
+                        **outcome.result(),
+                    )
                 time.sleep(0.2)
         for service in params["services"]:
             sv = os.path.join(params["sv_dir"], service["name"])
             if running(sv) or os.path.exists(os.path.join(sv, "down")):
                 continue
-            result = subprocess.run(["sv", "start", sv], capture_output=True, text=True, check=False)
+            result = subprocess.run([SV, "start", sv], capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
             if result.returncode != 0:
-                module.fail_json(msg=f"sv start {service['name']} failed: {(result.stdout + result.stderr).strip()}",
-                                 **outcome.result())
+                module.fail_json(
+                    msg=f"sv start {service['name']} failed: {(result.stdout + result.stderr).strip()}",
+                    **outcome.result(),
+                )
             outcome.started.append(service["name"])
     if params.get("extra_pattern") and os.path.isdir(params["service_dir"]):
-        outcome.extra = linked_extra(params["service_dir"], params["extra_pattern"],
-                                     {s["name"] for s in params["services"]})
+        outcome.extra = linked_extra(
+            params["service_dir"], params["extra_pattern"], {s["name"] for s in params["services"]}
+        )
     return outcome
 
 

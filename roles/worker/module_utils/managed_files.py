@@ -33,7 +33,7 @@ def ensure_dir(path: str, uid: int, gid: int, mode: int, check: bool) -> bool:
     return True
 
 
-def ensure_file(path: str, content: str, uid: int, gid: int, mode: int, check: bool) -> bool:
+def ensure_file(path: str, content: str, *, uid: int, gid: int, mode: int, check: bool) -> bool:
     """Write content when the file, its owner or its mode differ: temporary file, fsync, rename."""
     data = content.encode()
     try:

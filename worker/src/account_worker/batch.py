@@ -191,7 +191,13 @@ def process_batch(
         )
         decided[index] = Instruction(deliveries[index], Decision.ack(), _reply(deliveries[index], job, run))
     if waiting:
-        log_event(log, logging.INFO, "batch_done", jobs=len(waiting), duplicates=duplicates,
-                  other=len(deliveries) - len(waiting))  # fmt: skip
+        log_event(
+            log,
+            logging.INFO,
+            "batch_done",
+            jobs=len(waiting),
+            duplicates=duplicates,
+            other=len(deliveries) - len(waiting),
+        )
 
     return BatchResult(tuple(decided[i] for i in range(len(deliveries))))

@@ -83,9 +83,13 @@ def test_declare_topology(cfg):
 
 def original() -> Delivery:
     props = pika.BasicProperties(
-        message_id="m1", headers={"x-attempt": 2, "trace": "t"}, expiration="60000", content_type="application/json",
-        reply_to="r", correlation_id="c1",
-    )  # fmt: skip
+        message_id="m1",
+        headers={"x-attempt": 2, "trace": "t"},
+        expiration="60000",
+        content_type="application/json",
+        reply_to="r",
+        correlation_id="c1",
+    )
     return Delivery(5, 1, b'{"x":1}', "m1", props.headers, "r", "c1", props)
 
 

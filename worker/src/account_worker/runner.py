@@ -294,9 +294,13 @@ class Runner:
             publish()  # confirm mode: returns once the broker has the copy
         except amqp.PUBLISH_ERRORS as exc:
             log_event(
-                self._log, logging.ERROR, "republish_failed", message_id=delivery.message_id,
-                intended=event, error=repr(exc),
-            )  # fmt: skip
+                self._log,
+                logging.ERROR,
+                "republish_failed",
+                message_id=delivery.message_id,
+                intended=event,
+                error=repr(exc),
+            )
             self._channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
             return
         self._channel.basic_ack(delivery_tag=delivery.tag)
@@ -365,9 +369,12 @@ class Runner:
                 delay = backoff_delay(attempt, base=0.5, cap=DB_BACKOFF_CAP, random=self._random)
                 attempt += 1
                 log_event(
-                    self._log, logging.WARNING, "database_unreachable",
-                    error=redact(str(exc), self._secrets), retry_in=f"{delay:.2f}s",
-                )  # fmt: skip
+                    self._log,
+                    logging.WARNING,
+                    "database_unreachable",
+                    error=redact(str(exc), self._secrets),
+                    retry_in=f"{delay:.2f}s",
+                )
                 if self._job_stop.wait(delay):
                     return False
         return False

@@ -143,9 +143,20 @@ def delivery_from_pika(method: Any, properties: Any, body: bytes, generation: in
 def copy_properties(properties: Any, headers: Mapping[str, Any], **changes: Any) -> pika.BasicProperties:
     """A new BasicProperties with every field of `properties`, extra headers and `changes`."""
     fields = (
-        "content_type", "content_encoding", "delivery_mode", "priority", "correlation_id",
-        "reply_to", "expiration", "message_id", "timestamp", "type", "user_id", "app_id", "cluster_id",
-    )  # fmt: skip
+        "content_type",
+        "content_encoding",
+        "delivery_mode",
+        "priority",
+        "correlation_id",
+        "reply_to",
+        "expiration",
+        "message_id",
+        "timestamp",
+        "type",
+        "user_id",
+        "app_id",
+        "cluster_id",
+    )
     values = {name: getattr(properties, name, None) for name in fields}
     values["headers"] = {**(getattr(properties, "headers", None) or {}), **headers}
     values.update(changes)

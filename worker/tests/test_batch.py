@@ -61,9 +61,17 @@ class FakeAction:
         return outcome
 
 
-def delivery(tag: int, account: str = "u1", *, mid: str | None = None, apikey: str = "key", attempt=None,
-             reply_to: str | None = None, body: bytes | None = None,
-             redelivered: bool = False) -> Delivery:  # fmt: skip
+def delivery(
+    tag: int,
+    account: str = "u1",
+    *,
+    mid: str | None = None,
+    apikey: str = "key",
+    attempt=None,
+    reply_to: str | None = None,
+    body: bytes | None = None,
+    redelivered: bool = False,
+) -> Delivery:
     raw = body if body is not None else json.dumps({"apikey": apikey, "account_uuid": account}).encode()
     return Delivery(
         tag=tag,
