@@ -4,6 +4,11 @@ Each case runs a role against a host that cannot be reached: argument_specs
 validation and the prechecks' asserts run on the controller, so a case that
 reached any task touching the host would show up as `unreachable`, and a case
 that changed something as `changed`. Both must stay 0.
+
+A role with meta dependencies (worker depends on runit) runs them first, and
+their tasks touch the host: its cases run with `--tags <role>-prechecks`, so
+that only the argument_specs validation (tagged `always`) and its own
+prechecks run, as they would before any dependency in a role without one.
 """
 
 from __future__ import annotations
@@ -32,8 +37,20 @@ BROKER_OK = {
 }
 
 
+WORKER_OK = {
+    "worker_amqp_urls": ["amqp://u:p@h/v"],
+    "worker_database_url": "postgresql://u:p@h/d",
+    "worker_wheelhouse_dir": "/nonexistent/wheelhouse",
+}
+
+
 def broker(**changes):
     vars_ = {**BROKER_OK, **changes}
+    return {k: v for k, v in vars_.items() if v is not None}
+
+
+def worker(**changes):
+    vars_ = {**WORKER_OK, **changes}
     return {k: v for k, v in vars_.items() if v is not None}
 
 
@@ -106,31 +123,13 @@ CASES = {
         broker(rabbitmq_erlang_cookie="not a valid cookie!"),
         "rabbitmq_erlang_cookie",
     ),
-    "worker without a database URL": ("worker", {"worker_amqp_urls": ["amqp://u:p@h/v"]}, "worker_database_url"),
-    "worker without broker URLs": ("worker", {"worker_database_url": "postgresql://u:p@h/d"}, "worker_amqp_urls"),
-    "worker instances not a number": (
-        "worker",
-        {
-            "worker_amqp_urls": ["amqp://u:p@h/v"],
-            "worker_database_url": "postgresql://u:p@h/d",
-            "worker_instances": "many",
-        },
-        "worker_instances",
-    ),
-    "worker URL of another scheme": (
-        "worker",
-        {"worker_amqp_urls": ["http://h/"], "worker_database_url": "postgresql://u:p@h/d"},
-        "worker_amqp_urls",
-    ),
-    "worker env not WORKER_*": (
-        "worker",
-        {
-            "worker_amqp_urls": ["amqp://u:p@h/v"],
-            "worker_database_url": "postgresql://u:p@h/d",
-            "worker_env": {"PATH": "/tmp"},
-        },
-        "worker_env",
-    ),
+    "worker without a database URL": ("worker", worker(worker_database_url=None), "worker_database_url"),
+    "worker without broker URLs": ("worker", worker(worker_amqp_urls=None), "worker_amqp_urls"),
+    "worker without a wheelhouse": ("worker", worker(worker_wheelhouse_dir=None), "worker_wheelhouse_dir"),
+    "worker wheelhouse not built": ("worker", worker(), "worker_wheelhouse_dir"),
+    "worker instances not a number": ("worker", worker(worker_instances="many"), "worker_instances"),
+    "worker URL of another scheme": ("worker", worker(worker_amqp_urls=["http://h/"]), "worker_amqp_urls"),
+    "worker env not WORKER_*": ("worker", worker(worker_env={"PATH": "/tmp"}), "worker_env"),
     "database fixture without a password": ("postgresql_sandbox", {}, "postgresql_sandbox_password"),
     "client repository not a dict": (
         "postgresql_client",
@@ -139,6 +138,12 @@ CASES = {
     ),
     "runit packages not a list": ("runit", {"runit_packages": {"runit": 1}}, "runit_packages"),
 }
+
+
+def prechecks_only(role: str) -> list[str]:
+    meta = ROOT / "roles" / role / "meta/main.yml"
+    dependencies = meta.is_file() and (yaml.safe_load(meta.read_text()) or {}).get("dependencies")
+    return ["--tags", f"{role}-prechecks"] if dependencies else []
 
 
 def run_role(tmp_path: Path, role: str, role_vars: dict) -> subprocess.CompletedProcess[str]:
@@ -177,7 +182,7 @@ def run_role(tmp_path: Path, role: str, role_vars: dict) -> subprocess.Completed
         "ANSIBLE_NOCOLOR": "1",
     }
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)],
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), *prechecks_only(role)],
         capture_output=True,
         text=True,
         env=env,
@@ -212,3 +217,17 @@ def test_passwords_never_shown(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert "a-long-test-password" not in output
     assert "another-password" not in output
+
+
+def test_good_worker_variables_pass_prechecks(tmp_path: Path) -> None:
+    """The control case for a role with dependencies: valid variables and a built wheelhouse get
+    through validation and every precheck, without touching the host."""
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    (wheelhouse / "requirements.txt").write_text("account-worker==0.1.0\n")
+    (wheelhouse / ".source-hash").write_text("0123456789abcdef\n")
+    result = run_role(tmp_path, "worker", worker(worker_wheelhouse_dir=str(wheelhouse)))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "failed=0" in output and "unreachable=0" in output, output
+    assert "Check the wheelhouse on the controller" in output, output

@@ -1,4 +1,4 @@
-"""The worker role's envdir and runit_services modules and their shared file helpers, on a temporary
+"""The runit role's envdir and runit_services modules and their shared file helpers, on a temporary
 directory (no runit needed)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-ROLE = Path(__file__).resolve().parents[2] / "roles/worker"
+ROLE = Path(__file__).resolve().parents[2] / "roles/runit"
 
 
 def load(name: str, path: Path) -> ModuleType:

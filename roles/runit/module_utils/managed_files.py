@@ -1,6 +1,6 @@
 """Directories and files with an exact owner, group, mode and content, written atomically.
 
-Shared by the worker role's modules (envdir, runit_services). Each function
+Shared by the runit role's modules (envdir, runit_services). Each function
 returns True when something changed, or would have in check mode.
 """
 
