@@ -152,3 +152,163 @@ def test_guest_removed_only_when_present() -> None:
 def test_vhost_slash_is_encoded() -> None:
     calls, _ = defs.plan({}, wanted(vhosts=["/"]))
     assert calls[0][2] == "vhosts/%2F"
+
+
+# One planning function per entity kind, each on its own.
+
+
+def test_plan_vhosts_creates_only_missing_ones() -> None:
+    calls, conflicts = defs.plan_vhosts(CURRENT, ["/", "app", "new"])
+    assert [c.path for c in calls] == ["vhosts/new"] and conflicts == []
+
+
+def test_plan_users_creates_a_missing_user_with_its_tags() -> None:
+    calls, _ = defs.plan_users({}, [{**APP, "tags": ["monitoring", "management"]}])
+    assert calls == [("create user app", "PUT", "users/app", {"password": "s3cret", "tags": "management,monitoring"})]
+
+
+def test_plan_users_leaves_a_converged_user_alone() -> None:
+    assert defs.plan_users(CURRENT, [APP]) == ([], [])
+
+
+def test_plan_permissions_sets_a_differing_permission() -> None:
+    user = {**APP, "permissions": [{"vhost": "app", "configure_priv": "^$", "write_priv": ".*", "read_priv": ".*"}]}
+    calls, _ = defs.plan_permissions(CURRENT, [user])
+    assert calls == [
+        (
+            "set permissions of app on app",
+            "PUT",
+            "permissions/app/app",
+            {"configure": "^$", "write": ".*", "read": ".*"},
+        )
+    ]
+
+
+def test_plan_permissions_ignores_users_not_listed() -> None:
+    current = {"permissions": [{"user": "other", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]}
+    assert defs.plan_permissions(current, [{**APP, "permissions": []}]) == ([], [])
+
+
+def test_plan_exchanges_declares_missing_and_refuses_a_type_change() -> None:
+    calls, conflicts = defs.plan_exchanges(
+        CURRENT, [{"name": "jobs", "vhost": "app", "type": "fanout"}, {"name": "dlx", "vhost": "app"}]
+    )
+    assert [c.path for c in calls] == ["exchanges/app/dlx"]
+    assert calls[0].body["type"] == "direct" and calls[0].body["durable"] is True
+    assert len(conflicts) == 1 and "exchange jobs on vhost app exists as direct" in conflicts[0]
+
+
+def test_plan_queues_declares_quorum_by_default_with_extra_arguments() -> None:
+    calls, conflicts = defs.plan_queues({}, [{"name": "jobs", "arguments": {"x-delivery-limit": 5}}])
+    assert conflicts == []
+    assert calls == [
+        (
+            "declare queue / jobs",
+            "PUT",
+            "queues/%2F/jobs",
+            {"durable": True, "auto_delete": False, "arguments": {"x-queue-type": "quorum", "x-delivery-limit": 5}},
+        )
+    ]
+
+
+def test_plan_bindings_adds_only_missing_ones_with_default_key() -> None:
+    calls, _ = defs.plan_bindings(
+        CURRENT,
+        [
+            {"source": "jobs", "destination": "jobs", "routing_key": "jobs", "vhost": "app"},
+            {"source": "dlx", "destination": "dlq", "vhost": "app"},
+        ],
+    )
+    assert calls == [
+        ("bind app dlx -> dlq (#)", "POST", "bindings/app/e/dlx/q/dlq", {"routing_key": "#", "arguments": {}})
+    ]
+
+
+def test_plan_policies_creates_with_defaults() -> None:
+    calls, _ = defs.plan_policies({}, [{"name": "p", "pattern": ".*", "definition": {"max-length": 1}}])
+    assert calls[0].body == {"pattern": ".*", "definition": {"max-length": 1}, "priority": 0, "apply-to": "queues"}
+
+
+def test_plan_absent_users_removes_present_ones() -> None:
+    calls, _ = defs.plan_absent_users(CURRENT, ["guest", "nobody"])
+    assert calls == [("remove user guest", "DELETE", "users/guest", None)]
+
+
+# The driver and the module's result: names, never secrets.
+
+
+class FakeApi:
+    def __init__(self, current: dict, fail_on: str | None = None) -> None:
+        self.current = current
+        self.fail_on = fail_on
+        self.sent: list[tuple[str, str, dict | None]] = []
+
+    def call(self, method: str, path: str, body: dict | None = None):
+        if method == "GET":
+            return self.current
+        if path == self.fail_on:
+            raise defs.ApiError(f"{method} {path}: HTTP 500")
+        self.sent.append((method, path, body))
+        return None
+
+
+SECRETS = ("s3cret", "new-secret", rabbit_hash("s3cret"), rabbit_hash("guest"))
+
+
+def assert_no_secret(result: dict) -> None:
+    text = repr(result)
+    for secret in SECRETS:
+        assert secret not in text
+
+
+def test_converge_applies_the_plan_and_reports_names_only() -> None:
+    api = FakeApi(CURRENT)
+    result = defs.converge(api, wanted(users=[{**APP, "password": "new-secret"}], absent_users=["guest"]), False)
+    assert result["changed"] is True
+    assert result["changes"] == ["update password of user app", "remove user guest"]
+    assert result["diff"] == {"prepared": "update password of user app\nremove user guest\n"}
+    assert [s[1] for s in api.sent] == ["users/app", "users/guest"]
+    assert_no_secret(result)
+
+
+def test_converge_in_check_mode_sends_nothing() -> None:
+    api = FakeApi({})
+    result = defs.converge(api, wanted(users=[APP]), True)
+    assert result["changed"] is True and api.sent == []
+    assert_no_secret(result)
+
+
+def test_converge_reports_nothing_when_converged() -> None:
+    assert defs.converge(FakeApi(CURRENT), wanted(vhosts=["/", "app"], users=[APP], **TOPOLOGY), False) == {
+        "changed": False,
+        "changes": [],
+    }
+
+
+def test_a_conflict_fails_before_any_call_without_secrets() -> None:
+    api = FakeApi(CURRENT)
+    queues = [{"name": "jobs", "vhost": "app", "type": "classic"}]
+    result = defs.converge(api, wanted(users=[{**APP, "password": "new-secret"}], queues=queues), False)
+    assert result["failed"] is True and "cannot change in place" in result["msg"]
+    assert api.sent == []
+    assert_no_secret(result)
+
+
+def test_an_api_failure_reports_what_was_done_without_secrets() -> None:
+    api = FakeApi({}, fail_on="permissions/app/app")
+    result = defs.converge(api, wanted(vhosts=["app"], users=[{**APP, "password": "new-secret"}]), False)
+    assert result["failed"] is True and result["msg"] == "PUT permissions/app/app: HTTP 500"
+    assert result["changes"] == ["create vhost app", "create user app"] and result["changed"] is True
+    assert_no_secret(result)
+
+
+def test_only_the_password_is_no_log_in_the_argument_spec() -> None:
+    def no_log_paths(spec: dict, prefix: str = "") -> list[str]:
+        found = []
+        for name, option in spec.items():
+            if option.get("no_log"):
+                found.append(prefix + name)
+            found += no_log_paths(option.get("options", {}), f"{prefix}{name}.")
+        return found
+
+    assert no_log_paths(defs.ARGUMENT_SPEC) == ["login_password", "users.password"]

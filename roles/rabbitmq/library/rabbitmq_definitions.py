@@ -17,7 +17,25 @@ options:
   login_user: {type: str, required: true, description: Administrator user.}
   login_password: {type: str, required: true, no_log: true, description: Its password.}
   vhosts: {type: list, elements: str, default: [], description: Virtual hosts that must exist.}
-  users: {type: list, elements: dict, default: [], description: "Users: name, password, tags, permissions."}
+  users:
+    type: list
+    elements: dict
+    default: []
+    description: Users, converged with their tags and per-vhost permissions.
+    suboptions:
+      name: {type: str, required: true, description: User name.}
+      password: {type: str, required: true, no_log: true, description: Password; the only secret, masked everywhere.}
+      tags: {type: list, elements: str, default: [], description: Tags such as administrator or monitoring.}
+      permissions:
+        type: list
+        elements: dict
+        default: []
+        description: Per-vhost permissions; a regex left out means C(^$) (nothing).
+        suboptions:
+          vhost: {type: str, required: true, description: Virtual host.}
+          configure_priv: {type: str, description: Configure regex.}
+          write_priv: {type: str, description: Write regex.}
+          read_priv: {type: str, description: Read regex.}
   absent_users: {type: list, elements: str, default: [], description: Users that must not exist.}
   exchanges: {type: list, elements: dict, default: [], description: "Exchanges: name, vhost, type, durable."}
   queues: {type: list, elements: dict, default: [], description: "Queues: name, vhost, type, durable, arguments."}
@@ -29,17 +47,23 @@ author: bundle maintainers
 
 RETURN = r"""
 changes:
-  description: One line per change made (or that would be made in check mode); no secrets.
+  description: >-
+    One line per change made (or that would be made in check mode), naming the object or user; never a
+    password or a hash. On a failure, the changes made before it.
   type: list
   elements: str
   returned: always
+diff:
+  description: The same lines, for C(--diff).
+  type: dict
+  returned: changed
 """
 
 import base64
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Any, NamedTuple
 from urllib import error, request
 from urllib.parse import quote
 
@@ -84,26 +108,38 @@ def _q(value: str) -> str:
     return quote(value, safe="")
 
 
-def plan(current: dict, wanted: dict) -> tuple[list[tuple[str, str, str, dict | None]], list[str]]:
-    """Compare current definitions with wanted ones.
+def _perm_path(vhost: str, user: str) -> str:
+    return f"permissions/{_q(vhost)}/{_q(user)}"
 
-    Returns (calls, conflicts): calls are (description, method, path, body) in a safe order;
-    conflicts are differences that cannot be applied in place.
-    """
-    calls: list[tuple[str, str, str, dict | None]] = []
-    conflicts: list[str] = []
 
-    have_vhosts = {v["name"] for v in current.get("vhosts", [])}
-    for vhost in wanted["vhosts"]:
-        if vhost not in have_vhosts:
-            calls.append((f"create vhost {vhost}", "PUT", f"vhosts/{_q(vhost)}", {}))
+class Call(NamedTuple):
+    """One HTTP API call: what it does (no secrets), then method, path and body."""
 
+    description: str
+    method: str
+    path: str
+    body: dict | None
+
+
+class Plan(NamedTuple):
+    """Calls to make, in a safe order, and differences that cannot be applied in place."""
+
+    calls: list[Call]
+    conflicts: list[str]
+
+
+def plan_vhosts(current: dict, wanted: list[str]) -> Plan:
+    have = {v["name"] for v in current.get("vhosts", [])}
+    return Plan([Call(f"create vhost {v}", "PUT", f"vhosts/{_q(v)}", {}) for v in wanted if v not in have], [])
+
+
+def plan_users(current: dict, wanted: list[dict]) -> Plan:
+    """Create users, or update them when the password or the tags differ (the body carries the password)."""
     users = {u["name"]: u for u in current.get("users", [])}
-    perms = {(p["user"], p["vhost"]): p for p in current.get("permissions", [])}
-    for user in wanted["users"]:
-        name = user["name"]
+    calls = []
+    for user in wanted:
+        name, tags = user["name"], _tags(user.get("tags"))
         have = users.get(name)
-        tags = _tags(user.get("tags"))
         if have is None:
             reason = "create"
         elif not password_matches(have.get("password_hash", ""), have.get("hashing_algorithm", ""), user["password"]):
@@ -111,32 +147,34 @@ def plan(current: dict, wanted: dict) -> tuple[list[tuple[str, str, str, dict | 
         elif _tags(have.get("tags")) != tags:
             reason = "update tags of"
         else:
-            reason = ""
-        if reason:
-            calls.append(
-                (
-                    f"{reason} user {name}",
-                    "PUT",
-                    f"users/{_q(name)}",
-                    {"password": user["password"], "tags": ",".join(tags)},
-                )
-            )
+            continue
+        body = {"password": user["password"], "tags": ",".join(tags)}
+        calls.append(Call(f"{reason} user {name}", "PUT", f"users/{_q(name)}", body))
+    return Plan(calls, [])
+
+
+def plan_permissions(current: dict, wanted: list[dict]) -> Plan:
+    """Per-vhost permissions of the listed users, authoritative: others of theirs are removed."""
+    perms = {(p["user"], p["vhost"]): p for p in current.get("permissions", [])}
+    calls = []
+    for user in wanted:
+        name = user["name"]
         wanted_perms = {p["vhost"]: p for p in user.get("permissions") or []}
         for vhost, p in wanted_perms.items():
             body = {key: p.get(f"{key}_priv") or "^$" for key in ("configure", "write", "read")}
-            have_p = perms.get((name, vhost))
-            if have_p is None or any(have_p.get(k) != v for k, v in body.items()):
-                calls.append(
-                    (f"set permissions of {name} on {vhost}", "PUT", f"permissions/{_q(vhost)}/{_q(name)}", body)
-                )
+            have = perms.get((name, vhost))
+            if have is None or any(have.get(k) != v for k, v in body.items()):
+                calls.append(Call(f"set permissions of {name} on {vhost}", "PUT", _perm_path(vhost, name), body))
         for perm_user, vhost in sorted(perms):
             if perm_user == name and vhost not in wanted_perms:
-                calls.append(
-                    (f"remove permissions of {name} on {vhost}", "DELETE", f"permissions/{_q(vhost)}/{_q(name)}", None)
-                )
+                calls.append(Call(f"remove permissions of {name} on {vhost}", "DELETE", _perm_path(vhost, name), None))
+    return Plan(calls, [])
 
+
+def plan_exchanges(current: dict, wanted: list[dict]) -> Plan:
     exchanges = {(e["vhost"], e["name"]): e for e in current.get("exchanges", [])}
-    for ex in wanted["exchanges"]:
+    calls, conflicts = [], []
+    for ex in wanted:
         vhost, name = ex.get("vhost") or "/", ex["name"]
         body = {
             "type": ex.get("type") or "direct",
@@ -147,49 +185,61 @@ def plan(current: dict, wanted: dict) -> tuple[list[tuple[str, str, str, dict | 
         }
         have = exchanges.get((vhost, name))
         if have is None:
-            calls.append((f"declare exchange {vhost} {name}", "PUT", f"exchanges/{_q(vhost)}/{_q(name)}", body))
+            calls.append(Call(f"declare exchange {vhost} {name}", "PUT", f"exchanges/{_q(vhost)}/{_q(name)}", body))
         elif have.get("type") != body["type"] or bool(have.get("durable")) != body["durable"]:
             conflicts.append(
                 f"exchange {name} on vhost {vhost} exists as {have.get('type')} "
                 f"durable={have.get('durable')}, wanted {body['type']} durable={body['durable']}"
             )
+    return Plan(calls, conflicts)
 
+
+def plan_queues(current: dict, wanted: list[dict]) -> Plan:
     queues = {(q["vhost"], q["name"]): q for q in current.get("queues", [])}
-    for queue in wanted["queues"]:
+    calls, conflicts = [], []
+    for queue in wanted:
         vhost, name = queue.get("vhost") or "/", queue["name"]
         args = {"x-queue-type": queue.get("type") or "quorum", **(queue.get("arguments") or {})}
         body = {"durable": queue.get("durable", True) is not False, "auto_delete": False, "arguments": args}
         have = queues.get((vhost, name))
         if have is None:
-            calls.append((f"declare queue {vhost} {name}", "PUT", f"queues/{_q(vhost)}/{_q(name)}", body))
+            calls.append(Call(f"declare queue {vhost} {name}", "PUT", f"queues/{_q(vhost)}/{_q(name)}", body))
         elif _queue_args(have.get("arguments")) != _queue_args(args) or bool(have.get("durable")) != body["durable"]:
             conflicts.append(
                 f"queue {name} on vhost {vhost} exists with arguments {json.dumps(have.get('arguments'))} "
                 f"durable={have.get('durable')}, wanted {json.dumps(args)}: queue properties cannot "
                 "change in place; delete the queue (after draining it) or change it through a policy"
             )
+    return Plan(calls, conflicts)
 
-    bindings = {
+
+def plan_bindings(current: dict, wanted: list[dict]) -> Plan:
+    have = {
         (b["vhost"], b["source"], b["destination"], b["destination_type"], b["routing_key"])
         for b in current.get("bindings", [])
     }
-    for binding in wanted["bindings"]:
-        vhost = binding.get("vhost") or "/"
+    calls = []
+    for binding in wanted:
+        vhost, source, dest = binding.get("vhost") or "/", binding["source"], binding["destination"]
         dtype = binding.get("destination_type") or "queue"
         key = binding.get("routing_key")
         key = "#" if key is None else key
-        if (vhost, binding["source"], binding["destination"], dtype, key) not in bindings:
+        if (vhost, source, dest, dtype, key) not in have:
             calls.append(
-                (
-                    f"bind {vhost} {binding['source']} -> {binding['destination']} ({key})",
+                Call(
+                    f"bind {vhost} {source} -> {dest} ({key})",
                     "POST",
-                    f"bindings/{_q(vhost)}/e/{_q(binding['source'])}/{dtype[0]}/{_q(binding['destination'])}",
+                    f"bindings/{_q(vhost)}/e/{_q(source)}/{dtype[0]}/{_q(dest)}",
                     {"routing_key": key, "arguments": {}},
                 )
             )
+    return Plan(calls, [])
 
+
+def plan_policies(current: dict, wanted: list[dict]) -> Plan:
     policies = {(p["vhost"], p["name"]): p for p in current.get("policies", [])}
-    for policy in wanted["policies"]:
+    calls = []
+    for policy in wanted:
         vhost, name = policy.get("vhost") or "/", policy["name"]
         body = {
             "pattern": policy["pattern"],
@@ -199,12 +249,63 @@ def plan(current: dict, wanted: dict) -> tuple[list[tuple[str, str, str, dict | 
         }
         have = policies.get((vhost, name))
         if have is None or any(have.get(k) != v for k, v in body.items()):
-            calls.append((f"apply policy {vhost} {name}", "PUT", f"policies/{_q(vhost)}/{_q(name)}", body))
+            calls.append(Call(f"apply policy {vhost} {name}", "PUT", f"policies/{_q(vhost)}/{_q(name)}", body))
+    return Plan(calls, [])
 
-    for name in wanted["absent_users"]:
-        if name in users:
-            calls.append((f"remove user {name}", "DELETE", f"users/{_q(name)}", None))
-    return calls, conflicts
+
+def plan_absent_users(current: dict, wanted: list[str]) -> Plan:
+    have = {u["name"] for u in current.get("users", [])}
+    return Plan([Call(f"remove user {n}", "DELETE", f"users/{_q(n)}", None) for n in wanted if n in have], [])
+
+
+# In the order the calls are safe to make: vhosts and users before the
+# permissions on them, exchanges and queues before the bindings between them,
+# and guest removed last, once the administrator has been converged.
+PLANNERS = (
+    ("vhosts", plan_vhosts),
+    ("users", plan_users),
+    ("users", plan_permissions),
+    ("exchanges", plan_exchanges),
+    ("queues", plan_queues),
+    ("bindings", plan_bindings),
+    ("policies", plan_policies),
+    ("absent_users", plan_absent_users),
+)
+
+
+def plan(current: dict, wanted: dict) -> Plan:
+    """Compare current definitions with the wanted ones, entity kind by entity kind."""
+    calls: list[Call] = []
+    conflicts: list[str] = []
+    for key, planner in PLANNERS:
+        part = planner(current, wanted.get(key) or [])
+        calls += part.calls
+        conflicts += part.conflicts
+    return Plan(calls, conflicts)
+
+
+def converge(api: Any, wanted: dict, check_mode: bool) -> dict:
+    """Read, plan and (unless check_mode) apply; the module's result.
+
+    The result names objects and users only: call bodies, which carry passwords, never leave this function,
+    and neither do the current definitions, which carry password hashes.
+    """
+    done: list[str] = []
+    try:
+        current = api.call("GET", "definitions")
+        calls, conflicts = plan(current, wanted)
+        changes = [c.description for c in calls]
+        if conflicts:
+            return {"failed": True, "changed": False, "msg": "; ".join(conflicts), "changes": changes}
+        for call in calls if not check_mode else []:
+            api.call(call.method, call.path, call.body)
+            done.append(call.description)
+    except ApiError as exc:
+        return {"failed": True, "changed": bool(done), "msg": str(exc), "changes": done}
+    result = {"changed": bool(changes), "changes": changes}
+    if changes:
+        result["diff"] = {"prepared": "\n".join(changes) + "\n"}
+    return result
 
 
 class Api:
@@ -221,7 +322,8 @@ class Api:
             with request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - http(s) URL from the role
                 payload = resp.read()
         except error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
+            # A rejected user body could be echoed back with its password: not shown.
+            detail = "" if body and "password" in body else exc.read().decode(errors="replace")[:300]
             if exc.code == 401:
                 raise ApiError(f"{method} {path}: the management API refused the credentials") from None
             raise ApiError(f"{method} {path}: HTTP {exc.code} {detail}") from None
@@ -230,36 +332,42 @@ class Api:
         return json.loads(payload) if payload else None
 
 
+_PERMISSION = {
+    "vhost": {"type": "str", "required": True},
+    "configure_priv": {"type": "str"},
+    "write_priv": {"type": "str"},
+    "read_priv": {"type": "str"},
+}
+_USER = {
+    "name": {"type": "str", "required": True},
+    # The one secret: masked in every output, including the invocation and failure messages.
+    "password": {"type": "str", "required": True, "no_log": True},
+    "tags": {"type": "list", "elements": "str", "default": []},
+    "permissions": {"type": "list", "elements": "dict", "default": [], "options": _PERMISSION},
+}
+ARGUMENT_SPEC = {
+    "api_url": {"type": "str", "default": "http://127.0.0.1:15672"},
+    "login_user": {"type": "str", "required": True},
+    "login_password": {"type": "str", "required": True, "no_log": True},
+    "vhosts": {"type": "list", "elements": "str", "default": []},
+    "users": {"type": "list", "elements": "dict", "default": [], "options": _USER},
+    "absent_users": {"type": "list", "elements": "str", "default": []},
+    "exchanges": {"type": "list", "elements": "dict", "default": []},
+    "queues": {"type": "list", "elements": "dict", "default": []},
+    "bindings": {"type": "list", "elements": "dict", "default": []},
+    "policies": {"type": "list", "elements": "dict", "default": []},
+    "timeout": {"type": "int", "default": 30},
+}
+
+
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "api_url": {"type": "str", "default": "http://127.0.0.1:15672"},
-            "login_user": {"type": "str", "required": True},
-            "login_password": {"type": "str", "required": True, "no_log": True},
-            "vhosts": {"type": "list", "elements": "str", "default": []},
-            "users": {"type": "list", "elements": "dict", "default": [], "no_log": True},
-            "absent_users": {"type": "list", "elements": "str", "default": []},
-            "exchanges": {"type": "list", "elements": "dict", "default": []},
-            "queues": {"type": "list", "elements": "dict", "default": []},
-            "bindings": {"type": "list", "elements": "dict", "default": []},
-            "policies": {"type": "list", "elements": "dict", "default": []},
-            "timeout": {"type": "int", "default": 30},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     api = Api(p["api_url"], p["login_user"], p["login_password"], p["timeout"])
-    try:
-        current = api.call("GET", "definitions")
-        calls, conflicts = plan(current, p)
-        if conflicts:
-            module.fail_json(msg="; ".join(conflicts), changes=[c[0] for c in calls])
-        if not module.check_mode:
-            for _, method, path, body in calls:
-                api.call(method, path, body)
-    except ApiError as exc:
-        module.fail_json(msg=str(exc), changes=[])
-    module.exit_json(changed=bool(calls), changes=[c[0] for c in calls])
+    result = converge(api, p, module.check_mode)
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":
