@@ -1,4 +1,4 @@
-"""Shared helpers of the cluster tests: where the nodes are, AMQP and HTTP clients, podman control."""
+"""Helpers of the cluster tests (and messages.py): where the nodes are, AMQP and HTTP clients, node control."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import pika
 import requests
+
+from support.containers import kill_service, run_in, start_service
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,8 @@ class Cluster:
         return r.json()
 
 
-def podman(*args: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout, check=check)
-
-
 def cluster_status(node: str) -> dict:
-    out = podman("exec", node, "rabbitmqctl", "--quiet", "--formatter", "json", "cluster_status").stdout
+    out = run_in(node, "rabbitmqctl", "--quiet", "--formatter", "json", "cluster_status").stdout
     return json.loads(out)
 
 
@@ -89,12 +87,11 @@ def wait_running_nodes(node: str, expected: int, deadline_s: float = 180) -> int
 
 def kill_node(node: str) -> None:
     """SIGKILL the node's Erlang VM and keep the service down until start_node."""
-    podman("exec", node, "systemctl", "kill", "--signal=KILL", "rabbitmq-server")
-    podman("exec", node, "systemctl", "stop", "rabbitmq-server", check=False)
+    kill_service(node, "rabbitmq-server")
 
 
 def start_node(node: str) -> None:
-    podman("exec", node, "systemctl", "start", "rabbitmq-server", timeout=180)
+    start_service(node, "rabbitmq-server", timeout=180)
 
 
 def take_all(channel, queue: str) -> set[int]:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pytest
 
 from cluster import Cluster
+from support.reports import REPORTS, read_report, write_report
 
-REPORT = Path(__file__).resolve().parents[2] / "reports" / "cluster-node-loss.json"
+REPORT = REPORTS / "cluster-node-loss.json"
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +23,9 @@ def cluster() -> Cluster:
 def report():
     results: list[dict] = []
     yield results
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(json.dumps(results, indent=2))
+    write_report(REPORT, results)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if REPORT.exists():
-        for r in json.loads(REPORT.read_text()):
-            terminalreporter.write_line(" ".join(f"{k}={v}" for k, v in r.items()))
+    for r in read_report(REPORT) or []:
+        terminalreporter.write_line(" ".join(f"{k}={v}" for k, v in r.items()))

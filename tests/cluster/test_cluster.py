@@ -8,10 +8,12 @@ import time
 import uuid
 
 import pika
-import psycopg
 import pytest
 
-from cluster import Cluster, cluster_status, kill_node, podman, start_node, take_all, wait_running_nodes
+from cluster import Cluster, cluster_status, kill_node, start_node, take_all, wait_running_nodes
+from support.containers import run_in
+from support.db import wait_recorded
+from support.jobs import publish_job
 
 MESSAGES = 10_000
 
@@ -30,7 +32,7 @@ def test_three_running_disk_nodes_one_name_same_versions(cluster: Cluster) -> No
 
 def test_plugins_enabled_on_every_node(cluster: Cluster) -> None:
     for node in cluster.nodes:
-        out = podman("exec", node, "rabbitmq-plugins", "--quiet", "list", "--enabled", "--formatter", "json").stdout
+        out = run_in(node, "rabbitmq-plugins", "--quiet", "list", "--enabled", "--formatter", "json").stdout
         assert "rabbitmq_management" in {p["name"] for p in json.loads(out)["plugins"]}
 
 
@@ -132,25 +134,9 @@ def test_worker_keeps_processing_through_the_loss_of_its_node(cluster: Cluster, 
         for i in range(jobs):
             if i == jobs // 3:
                 kill_node(node)
-            body = json.dumps({"apikey": "cluster", "account_uuid": "1234"}).encode()
-            ch.basic_publish(
-                "jobs",
-                "jobs",
-                body,
-                pika.BasicProperties(message_id=f"{prefix}{i:04d}", delivery_mode=2),
-                mandatory=True,
-            )
+            publish_job(ch, f"{prefix}{i:04d}", "1234", apikey="cluster")
         conn.close()
-        deadline = time.monotonic() + 180
-        done = 0
-        while time.monotonic() < deadline:
-            with psycopg.connect(database_url, connect_timeout=5) as db:
-                done = db.execute(
-                    "SELECT count(DISTINCT message_id) FROM job_runs WHERE message_id LIKE %s", (prefix + "%",)
-                ).fetchone()[0]
-            if done >= jobs:
-                break
-            time.sleep(1)
+        done = wait_recorded(database_url, prefix, jobs, deadline_s=180, poll_s=1).distinct
     finally:
         start_node(node)
     report.append({"test": "worker through node loss", "jobs": jobs, "recorded": done, "killed": node})

@@ -10,16 +10,24 @@ import uuid
 import pika
 import pytest
 
-from conftest import Env, Publisher, drain_dead_letters, podman, recorded, run_id, wait_recorded
+from deployment import Env
+from support.containers import kill_processes, pids, run_in, start_service, stop_service
+from support.db import recorded, wait_recorded
+from support.jobs import JobPublisher, drain_dead_letters
 
 STREAM = 1000
+WORKER_PROCESS = "bin/account-worker"
+
+
+def run_id() -> str:
+    return f"it-{uuid.uuid4().hex[:8]}-"
 
 
 def _accounts(env: Env) -> itertools.cycle:
     return itertools.cycle(sorted(env.accounts))
 
 
-def _stream(env: Env, publisher: Publisher, prefix: str, fault_at: int, fault) -> None:
+def _stream(env: Env, publisher: JobPublisher, prefix: str, fault_at: int, fault) -> None:
     accounts = _accounts(env)
     for n in range(STREAM):
         if n == fault_at:
@@ -37,15 +45,15 @@ def _report(env: Env, name: str, prefix: str, sent: int) -> tuple[int, int, int]
 
 
 def _worker_pids(host: str) -> set[str]:
-    return set(podman("exec", host, "pgrep", "-f", "bin/account-worker", check=False).stdout.split())
+    return pids(host, WORKER_PROCESS)
 
 
 def _supervised(env: Env, host: str) -> list[str]:
-    out = podman("exec", host, "sh", "-c", f"sv status /etc/service/{env.worker_name}-*").stdout
+    out = run_in(host, "sh", "-c", f"sv status /etc/service/{env.worker_name}-*").stdout
     return [line for line in out.splitlines() if line.startswith("run:")]
 
 
-def test_job_with_reply_to_gets_the_accounts_host(env: Env, publisher: Publisher) -> None:
+def test_job_with_reply_to_gets_the_accounts_host(env: Env, publisher: JobPublisher) -> None:
     reply_queue = publisher.ch.queue_declare("", exclusive=True).method.queue
     for account_uuid, host in env.accounts.items():
         correlation_id = str(uuid.uuid4())
@@ -67,7 +75,7 @@ def test_job_with_reply_to_gets_the_accounts_host(env: Env, publisher: Publisher
         assert payload["status"] == "done"
 
 
-def test_poison_messages_are_dead_lettered_with_a_reason(env: Env, publisher: Publisher) -> None:
+def test_poison_messages_are_dead_lettered_with_a_reason(env: Env, publisher: JobPublisher) -> None:
     prefix = run_id()
     publisher.raw(f"{prefix}not-json", b"{not json")
     publisher.raw(f"{prefix}wrong-type", json.dumps({"apikey": "it", "account_uuid": 1234}).encode())
@@ -93,11 +101,11 @@ def test_poison_messages_are_dead_lettered_with_a_reason(env: Env, publisher: Pu
 
 
 def _sv_restart(env: Env, host: str) -> None:
-    podman("exec", host, "sh", "-c", f"sv restart /etc/service/{env.worker_name}-*")
+    run_in(host, "sh", "-c", f"sv restart /etc/service/{env.worker_name}-*")
 
 
 def _kill_9(env: Env, host: str) -> None:
-    podman("exec", host, "pkill", "-KILL", "-f", "bin/account-worker")
+    kill_processes(host, WORKER_PROCESS, "KILL")
 
 
 # name: (which worker host, the fault injected a third of the way through the stream)
@@ -105,7 +113,7 @@ FAULTS = {"sv restart mid-stream": (0, _sv_restart), "kill -9 mid-stream": (-1, 
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_worker_fault_during_a_stream_loses_nothing(env: Env, publisher: Publisher, fault: str) -> None:
+def test_a_worker_fault_during_a_stream_loses_nothing(env: Env, publisher: JobPublisher, fault: str) -> None:
     prefix = run_id()
     which, inject = FAULTS[fault]
     host = env.worker_hosts[which]
@@ -117,17 +125,17 @@ def test_a_worker_fault_during_a_stream_loses_nothing(env: Env, publisher: Publi
     assert before and after and not before & after, f"{fault}: runit did not start new workers on {host}"
 
 
-def test_database_down_for_20_seconds_delays_but_loses_nothing(env: Env, publisher: Publisher) -> None:
+def test_database_down_for_20_seconds_delays_but_loses_nothing(env: Env, publisher: JobPublisher) -> None:
     prefix = run_id()
     sent = 200
-    podman("exec", env.db_host, "systemctl", "stop", "postgresql")
+    stop_service(env.db_host, "postgresql")
     try:
         accounts = _accounts(env)
         for n in range(sent):
             publisher.job(f"{prefix}{n:05d}", next(accounts))
         time.sleep(20)
     finally:
-        podman("exec", env.db_host, "systemctl", "start", "postgresql")
+        start_service(env.db_host, "postgresql")
     distinct, rows, dead = _report(env, "database down 20 s", prefix, sent)
     assert (distinct, rows, dead) == (sent, sent, 0)
 

@@ -1,0 +1,153 @@
+"""Results of bench/worker_throughput.py: one measurement, medians, the printed table, the goals,
+the PNG and the JSON report."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from support.reports import write_report
+
+GOAL_VS_RAW = 0.6
+GOAL_VS_SEED = 10.0
+GOAL_VS_CELERY = 3.0
+GOAL_RSS_MB = 60.0
+
+
+@dataclass
+class Result:
+    key: str
+    label: str
+    messages: int
+    seconds: float = float("nan")
+    startup: float = float("nan")
+    rss_mb: float = float("nan")
+    cpu: float = float("nan")
+    done: int = 0
+    note: str = ""
+    median_rate: float | None = None  # set on the median of several runs
+
+    @property
+    def ok(self) -> bool:
+        return self.done == self.messages
+
+    @property
+    def rate(self) -> float:
+        if self.median_rate is not None:
+            return self.median_rate
+        return self.messages / self.seconds if self.ok and self.seconds > 0 else float("nan")
+
+
+def median_result(runs: list[Result]) -> Result:
+    first = runs[0]
+    good = [r for r in runs if r.ok] or runs
+    med = Result(first.key, first.label, first.messages)
+    med.seconds = statistics.median(r.seconds for r in good)
+    med.startup = statistics.median(r.startup for r in good)
+    med.rss_mb = statistics.median(r.rss_mb for r in runs)
+    med.cpu = statistics.median(r.cpu for r in runs)
+    med.done = first.messages if any(r.ok for r in runs) else first.done
+    rates = [r.rate for r in good if r.ok]
+    med.median_rate = statistics.median(rates) if rates else float("nan")
+    return med
+
+
+def table_lines(results: dict[str, Result]) -> list[str]:
+    header = (
+        f"{'consumer':<40} {'messages':>8} {'seconds':>8} {'msgs/s':>9} {'peak RSS MB':>11} "
+        f"{'startup s':>9} {'CPU s':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results.values():
+        lines.append(
+            f"{r.label:<40} {r.messages:>8} {r.seconds:>8.2f} {r.rate:>9.1f} {r.rss_mb:>11.1f} "
+            f"{r.startup:>9.2f} {r.cpu:>6.2f}{'  ' + r.note if r.note else ''}"
+        )
+    return lines
+
+
+def print_table(results: dict[str, Result], title: str) -> None:
+    print(f"\n{title}")
+    for line in table_lines(results):
+        print(line)
+
+
+def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
+    """(name, value, goal, met): the worker (b) against each reference present, and its memory."""
+    rows: list[tuple[str, float, str, bool]] = []
+    b = results.get("worker")
+    if b is None:
+        return rows
+    rb = b.rate
+    for key, name, goal in (
+        ("raw", "b/a", GOAL_VS_RAW),
+        ("seed", "b/c", GOAL_VS_SEED),
+        ("celery", "b/d", GOAL_VS_CELERY),
+    ):
+        if key in results:
+            ratio = rb / results[key].rate
+            rows.append((name, ratio, f">= {goal:g}", ratio >= goal))
+    rows.append(("worker peak RSS MB", b.rss_mb, f"<= {GOAL_RSS_MB:g}", b.rss_mb <= GOAL_RSS_MB))
+    return rows
+
+
+def print_goals(results: dict[str, Result]) -> None:
+    print()
+    for name, value, goal, met in goals(results):
+        print(f"{name:<20} {value:>8.2f}   goal {goal:<7} {'met' if met else 'NOT MET'}")
+
+
+def write_json(path: Path, runs: list[dict[str, Result]], final: dict[str, Result]) -> None:
+    write_report(
+        path,
+        {
+            "runs": [{k: vars(v) | {"rate": v.rate} for k, v in r.items()} for r in runs],
+            "goals": [{"name": g[0], "value": g[1], "goal": g[2], "met": g[3]} for g in goals(final)],
+        },
+    )
+
+
+def plot(results: dict[str, Result], path: Path, subtitle: str) -> None:
+    import matplotlib  # noqa: PLC0415 - only when plotting; the backend must be set before pyplot
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    labels = [r.label.split(" ", 1)[0] + "\n" + r.key for r in results.values()]
+    rates = [r.rate for r in results.values()]
+    rss = [r.rss_mb for r in results.values()]
+    colors = ["#999999" if r.key != "worker" else "#1f77b4" for r in results.values()]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
+    bars = ax1.bar(labels, rates, color=colors)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("messages / s (log)")
+    ax1.set_title("throughput")
+    ax1.bar_label(bars, labels=[f"{v:,.0f}" for v in rates], fontsize=8)
+    text = "\n".join(
+        f"{name} = {value:.2f}  (goal {goal}: {'met' if met else 'NOT met'})"
+        for name, value, goal, met in goals(results)
+        if "/" in name
+    )
+    if text:
+        ax1.text(
+            0.98,
+            0.97,
+            text,
+            transform=ax1.transAxes,
+            ha="right",
+            va="top",
+            fontsize=7,
+            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85},
+        )
+    bars = ax2.bar(labels, rss, color=colors)
+    ax2.axhline(GOAL_RSS_MB, color="red", linestyle="--", linewidth=1, label=f"worker goal {GOAL_RSS_MB:g} MB")
+    ax2.set_ylabel("peak RSS MB (VmHWM)")
+    ax2.set_title("memory")
+    ax2.legend(fontsize=8)
+    ax2.bar_label(bars, labels=[f"{v:.0f}" for v in rss], fontsize=8)
+    fig.suptitle(f"account worker vs reference consumers  ({subtitle})", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,151 @@
+"""The throughput benchmark's pure parts (no broker, no database): acking of the reference
+consumers, confirm bookkeeping, the jobs it publishes, the report and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import worker_throughput
+from publishing import ACCOUNTS, Confirms, job_messages
+from raw_consumer import Acker, Marks
+from report import Result, goals, median_result, table_lines, write_json
+
+
+def _acker(every: int) -> tuple[Acker, list[tuple[int, bool]], list[int]]:
+    frames: list[tuple[int, bool]] = []
+    totals: list[int] = []
+    return Acker(lambda tag, multiple: frames.append((tag, multiple)), every, totals.append), frames, totals
+
+
+def test_ack_each_sends_one_frame_per_delivery_as_it_arrives() -> None:
+    acker, frames, totals = _acker(1)
+    for tag in (1, 2, 3):
+        acker.delivered(tag)
+    acker.flush()
+    assert frames == [(1, False), (2, False), (3, False)]
+    assert totals == [1, 2, 3]
+
+
+def test_batch_ack_sends_one_multiple_frame_per_read_and_at_most_every_n() -> None:
+    acker, frames, totals = _acker(500)
+    for tag in range(1, 121):  # one read from the socket: 120 deliveries
+        acker.delivered(tag)
+    assert frames == []
+    acker.flush()
+    for tag in range(121, 1121):  # a long read: acked at 500 pending, before the window of 1000 fills
+        acker.delivered(tag)
+    acker.flush()
+    acker.flush()  # nothing pending: no frame
+    assert frames == [(120, True), (620, True), (1120, True)]
+    assert totals == [120, 620, 1120]
+    assert acker.acked == 1120
+
+
+def test_ack_every_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="ack every"):
+        Acker(lambda tag, multiple: None, 0, lambda total: None)
+
+
+def test_marks_print_first_and_done_once() -> None:
+    lines: list[str] = []
+    marks = Marks(1000, lines.append)
+    for acked in (120, 620, 1000, 1000):
+        marks(acked)
+    assert [line.split()[0] for line in lines] == ["first", "done"]
+    assert all(float(line.split()[1]) > 0 for line in lines)
+
+
+def test_confirms_settle_single_and_multiple_and_count_nacks() -> None:
+    confirms = Confirms()
+    for _ in range(6):
+        confirms.published()
+    assert confirms.unconfirmed == 6
+    assert confirms.settle(2, multiple=False, nack=False) == 1
+    assert confirms.settle(4, multiple=True, nack=False) == 3  # 1, 3, 4
+    assert confirms.settle(4, multiple=True, nack=False) == 0  # already settled
+    assert confirms.settle(6, multiple=True, nack=True) == 2  # 5, 6
+    assert (confirms.confirmed, confirms.nacked, confirms.unconfirmed) == (6, 2, 0)
+
+
+def test_jobs_are_persistent_json_with_ids_and_alternating_accounts() -> None:
+    messages = job_messages("bench-x-", 3)
+    assert [m[0] for m in messages] == ["bench-x-0000000", "bench-x-0000001", "bench-x-0000002"]
+    for i, (message_id, body, props) in enumerate(messages):
+        assert json.loads(body) == {"apikey": "bench", "account_uuid": ACCOUNTS[i % 2]}
+        assert props.message_id == message_id
+        assert props.delivery_mode == 2
+        assert props.content_type == "application/json"
+
+
+def _result(key: str, seconds: float, rss: float = 30.0, messages: int = 10000) -> Result:
+    return Result(key, worker_throughput.CONSUMERS[key], messages, seconds, 0.5, rss, 1.0, done=messages)
+
+
+def test_b_over_a_is_measured_against_the_batch_acking_ceiling() -> None:
+    results = {
+        "raw": _result("raw", 1.0),
+        "raw-each": _result("raw-each", 2.0),
+        "worker": _result("worker", 1.25, rss=43.0),
+        "seed": _result("seed", 20.0, messages=1000),
+        "celery": _result("celery", 20.0),
+    }
+    rows = {name: (round(value, 3), goal, met) for name, value, goal, met in goals(results)}
+    assert rows == {
+        "b/a": (0.8, ">= 0.6", True),
+        "b/c": (160.0, ">= 10", True),
+        "b/d": (16.0, ">= 3", True),
+        "worker peak RSS MB": (43.0, "<= 60", True),
+    }
+
+
+def test_table_keeps_its_columns_and_labels_say_which_reference_is_which() -> None:
+    lines = table_lines({"raw": _result("raw", 2.0), "raw-each": _result("raw-each", 4.0)})
+    assert lines[0] == (
+        "consumer                                 messages  seconds    msgs/s peak RSS MB startup s  CPU s"
+    )
+    assert lines[1] == "-" * len(lines[0])
+    assert lines[2].startswith("(a) raw pika, prefetch 1000, batch ack      10000     2.00    5000.0")
+    assert lines[3].startswith("(a0) raw pika, prefetch 100, ack each       10000     4.00    2500.0")
+    labels = list(worker_throughput.CONSUMERS.values())
+    assert len({label.split(" ", 1)[0] for label in labels}) == len(labels)
+    assert all(len(label) <= 40 for label in labels)
+
+
+def test_median_of_runs_ignores_failed_runs_for_the_rate() -> None:
+    failed = _result("worker", 1.0)
+    failed.done = 10
+    med = median_result([_result("worker", 1.0), _result("worker", 2.0), failed])
+    assert med.ok
+    assert med.rate == pytest.approx(7500.0)
+    assert med.seconds == pytest.approx(1.5)
+
+
+def test_cli_defaults_run_every_consumer_in_table_order() -> None:
+    args = worker_throughput.parse_args([])
+    assert args.only == ["raw", "raw-each", "worker", "seed", "celery"]
+    assert (args.n, args.repeat, args.png.name) == (10000, 1, "worker_throughput.png")
+    with pytest.raises(SystemExit):
+        worker_throughput.parse_args(["--only", "raw,nope"])
+
+
+def test_reference_a_acks_in_batches_within_its_window_and_a0_one_by_one() -> None:
+    bench = object.__new__(worker_throughput.Bench)  # no broker: only the phase description
+    bench.run_id, bench.amqp_url, bench.queues = "bench-t", "amqp://127.0.0.1/x", []
+    a, a0 = bench.phase_raw(0, 10000), bench.phase_raw_each(0, 10000)
+    assert a.command[1].endswith("raw_consumer.py")
+    assert a.command[-3:] == ["10000", "1000", "500"]  # N, prefetch, ack every
+    assert a0.command[-3:] == ["10000", "100", "1"]
+    assert (a.label, a0.label) == (worker_throughput.CONSUMERS["raw"], worker_throughput.CONSUMERS["raw-each"])
+    assert bench.queues == ["bench-t-r0-raw", "bench-t-r0-raw-each"]
+
+
+def test_json_report_holds_runs_and_goals(tmp_path) -> None:
+    run = {"raw": _result("raw", 1.0), "worker": _result("worker", 2.0)}
+    write_json(tmp_path / "out" / "bench.json", [run], run)
+    data = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert data["runs"][0]["raw"]["rate"] == 10000.0
+    assert data["goals"][0]["name"] == "b/a"
+    assert math.isclose(data["goals"][0]["value"], 0.5)
