@@ -178,14 +178,15 @@ class Connector:
 
 
 class RecordingChannel:
-    """Records every method call as (name, keyword arguments)."""
+    """Records every method call as (name, keyword arguments); basic_consume returns a consumer tag."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict]] = []
 
     def __getattr__(self, name):
-        def record(**kwargs):
-            self.calls.append((name, kwargs))
+        def record(*args, **kwargs):
+            self.calls.append((name, {**kwargs, "args": args} if args else kwargs))
+            return "ctag" if name == "basic_consume" else None
 
         return record
 
