@@ -288,6 +288,7 @@ class FakeConnection:
         self.callbacks: list = []
         self.lock = threading.Lock()
         self.ch: FakeChannel | None = None
+        self.pumps = 0  # process_data_events calls: pika sends heartbeats from there
 
     def channel(self):
         self.ch = FakeChannel(self.broker)
@@ -300,6 +301,7 @@ class FakeConnection:
             self.callbacks.append(callback)
 
     def process_data_events(self, time_limit=0):
+        self.pumps += 1
         self.broker.io_thread = threading.current_thread()
         if self.broker.drop_connection.is_set():
             self.broker.drop_connection.clear()

@@ -199,3 +199,27 @@ def test_result_for_a_delivery_from_a_dropped_connection_is_never_acked_on_the_n
     assert finish(stop, thread, outcome) == 0
     assert set(store.runs) == {"new", "old"}
     assert broker.settled("nack") == []
+
+
+def test_connection_keeps_being_pumped_while_a_job_runs(cfg):
+    """Heartbeats go out from process_data_events: a long job must not starve them."""
+    broker = Broker()
+    store = FakeDatabase({"u1": "h1"})
+    started, release = threading.Event(), threading.Event()
+
+    def action(job, host):
+        started.set()
+        release.wait(5)
+        return "done"
+
+    broker.publish("long")
+    stop, thread, outcome = start(cfg, store, action, broker)
+    try:
+        started.wait(5)
+        pumps = broker.connections[0].pumps
+        wait_for(lambda: broker.connections[0].pumps >= pumps + 5)
+        assert broker.settled("ack") == []  # not acked before its run is committed
+    finally:
+        release.set()
+    wait_for(lambda: broker.settled("ack") == ["long"])
+    assert finish(stop, thread, outcome) == 0
