@@ -10,22 +10,12 @@ import pytest
 from account_worker import amqp
 from account_worker.batch import Delivery
 from account_worker.config import load_config
+from fakes import RecordingChannel
 
 
 @pytest.fixture
 def cfg(env):
     return load_config(env)
-
-
-class RecordingChannel:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-
-    def __getattr__(self, name):
-        def record(**kwargs):
-            self.calls.append((name, kwargs))
-
-        return record
 
 
 def test_connection_parameters(cfg):
@@ -90,7 +80,7 @@ def original() -> Delivery:
         reply_to="r",
         correlation_id="c1",
     )
-    return Delivery(5, 1, b'{"x":1}', "m1", props.headers, "r", "c1", props)
+    return Delivery(5, object(), b'{"x":1}', "m1", props.headers, "r", "c1", props)
 
 
 def test_publish_retry(cfg):

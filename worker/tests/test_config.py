@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+
 import pytest
 
-from account_worker.config import DEFAULT_ACTION, load_config
+from account_worker.config import DEFAULT_ACTION, REQUIRED, SETTINGS, Config, load_config
 from account_worker.errors import ConfigError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_defaults(env):
@@ -141,3 +147,51 @@ def test_config_is_frozen(env):
     cfg = load_config(env)
     with pytest.raises(AttributeError):
         cfg.queue = "other"  # type: ignore[misc]
+
+
+def test_secrets_longest_first_so_none_leaves_part_of_another(env):
+    env["WORKER_APIKEY"] = "s3cret-and-more"
+    assert load_config(env).secrets()[0] == "s3cret-and-more"
+
+
+def test_config_keeps_keyword_construction_with_defaults():
+    cfg = Config(amqp_urls=("amqp://h",), database_url="postgresql://db/x", queue="q", retry_queue="q.retry")
+    assert (cfg.prefetch, cfg.dead_letter_exchange, cfg.apikey) == (100, "jobs.dlx", None)
+
+
+def test_every_config_field_is_a_setting_with_its_own_variable():
+    assert [s.name for s in SETTINGS] == [f.name for f in dataclasses.fields(Config)]
+    assert len({s.env for s in SETTINGS}) == len(SETTINGS)
+    assert all(s.env.startswith("WORKER_") for s in SETTINGS)
+
+
+def test_repr_shows_every_setting_in_order(env):
+    text = repr(load_config(env))
+    positions = [text.index(f"{s.name}=") for s in SETTINGS]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [s for s in SETTINGS if s.default not in (REQUIRED, None) and s.default_from is None],
+    ids=lambda s: s.env,
+)
+def test_documented_default_parses_to_the_default(setting):
+    """What the README shows as the default is what an operator gets by writing it out."""
+    assert setting.parse(setting.env, setting.readme_default.strip("`")) == setting.default
+
+
+def _readme_settings_rows() -> list[tuple[str, str, str]]:
+    section = README.read_text(encoding="utf-8").split("## Environment", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        match = re.fullmatch(r"\| `(WORKER_[A-Z_]+)` \| (.+?) \| (.+?) \|", line.strip())
+        if match:
+            rows.append((match[1], match[2], match[3]))
+    return rows
+
+
+def test_readme_settings_table_matches_the_settings():
+    expected = [(s.env, s.readme_default, s.doc) for s in SETTINGS]
+    table = "\n".join(f"| `{env}` | {default} | {doc} |" for env, default, doc in expected)
+    assert _readme_settings_rows() == expected, f"worker/README.md settings table should read:\n{table}"

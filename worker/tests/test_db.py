@@ -3,16 +3,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from account_worker.db import Database, HostCache, RecordedRun, Run, schema_sql
+from account_worker.db import Database, HostCache, schema_sql
 from account_worker.errors import DatabaseUnavailable
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from account_worker.store import RecordedRun, Run
+from fakes import Clock, Connector
 
 
 def test_host_cache_ttl():
@@ -48,64 +42,7 @@ def test_schema_sql_is_package_data():
     assert "message_id text NOT NULL UNIQUE" in sql
 
 
-# --- Database against a scripted fake psycopg connection -----------------------------
-
-
-class FakeCursor:
-    def __init__(self, rows):
-        self._rows = rows
-
-    def fetchall(self):
-        return self._rows
-
-    def fetchone(self):
-        return self._rows[0] if self._rows else None
-
-
-class FakeTransaction:
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.log.append("BEGIN")
-
-    def __exit__(self, exc_type, exc, tb):
-        self.conn.log.append("ROLLBACK" if exc_type else "COMMIT")
-        return False
-
-
-class FakeConn:
-    def __init__(self, responder):
-        self.responder = responder
-        self.closed = False
-        self.log: list[str] = []
-
-    def execute(self, sql, params=None):
-        self.log.append(" ".join(sql.split()))
-        return FakeCursor(self.responder(sql, params))
-
-    def transaction(self):
-        return FakeTransaction(self)
-
-    def close(self):
-        self.closed = True
-
-
-class Connector:
-    def __init__(self, responder, fail_times=0):
-        self.responder = responder
-        self.fail_times = fail_times
-        self.conns: list[FakeConn] = []
-        self.kwargs = None
-
-    def __call__(self, url, **kwargs):
-        self.kwargs = kwargs
-        if self.fail_times:
-            self.fail_times -= 1
-            raise psycopg.OperationalError("connection refused password=dbpass")
-        conn = FakeConn(self.responder)
-        self.conns.append(conn)
-        return conn
+# --- Database against a scripted fake psycopg connection (fakes.Connector) ------------
 
 
 def accounts_responder(sql, params):

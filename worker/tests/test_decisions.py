@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from account_worker.decisions import Decision, Verdict, decide
+from account_worker.decisions import Ack, DeadLetter, Requeue, Retry, decide, reason_of
 from account_worker.errors import (
     BadApiKey,
     DatabaseUnavailable,
@@ -14,7 +14,7 @@ from account_worker.errors import (
 
 
 def test_success_acks():
-    assert decide(None, 1, 5, 1000) == Decision.ack()
+    assert decide(None, 1, 5, 1000) == Ack()
 
 
 @pytest.mark.parametrize(
@@ -28,45 +28,50 @@ def test_success_acks():
 )
 def test_poison_is_dead_lettered_immediately(error, reason):
     for attempt in (1, 4):
-        decision = decide(error, attempt, 5, 1000)
-        assert decision.verdict is Verdict.DEAD_LETTER
-        assert decision.reason == reason
+        assert decide(error, attempt, 5, 1000) == DeadLetter(reason)
 
 
 def test_transient_retries_with_next_attempt():
     decision = decide(TransientJobError("timeout"), 1, 5, 2500)
-    assert decision.verdict is Verdict.RETRY
+    assert isinstance(decision, Retry)
     assert (decision.next_attempt, decision.delay_ms) == (2, 2500)
-    assert "timeout" in (decision.reason or "")
-    assert decide(TransientJobError("timeout"), 4, 5, 2500).next_attempt == 5
+    assert "timeout" in decision.reason
+    later = decide(TransientJobError("timeout"), 4, 5, 2500)
+    assert isinstance(later, Retry) and later.next_attempt == 5
 
 
 def test_transient_exhausted_dead_letters():
     decision = decide(TransientJobError("timeout"), 5, 5, 2500)
-    assert decision.verdict is Verdict.DEAD_LETTER
-    assert decision.reason is not None
+    assert isinstance(decision, DeadLetter)
     assert decision.reason.startswith("retries exhausted: ")
     assert "attempt 5 of 5" in decision.reason
-    assert decide(TransientJobError("x"), 9, 5, 0).verdict is Verdict.DEAD_LETTER
+    assert isinstance(decide(TransientJobError("x"), 9, 5, 0), DeadLetter)
 
 
 def test_max_attempts_one_never_retries():
-    assert decide(TransientJobError("x"), 1, 1, 0).verdict is Verdict.DEAD_LETTER
+    assert isinstance(decide(TransientJobError("x"), 1, 1, 0), DeadLetter)
 
 
 def test_unexpected_error_is_bounded_transient():
-    assert decide(KeyError("boom"), 1, 3, 10).verdict is Verdict.RETRY
+    assert isinstance(decide(KeyError("boom"), 1, 3, 10), Retry)
     final = decide(KeyError("boom"), 3, 3, 10)
-    assert final.verdict is Verdict.DEAD_LETTER
-    assert "unexpected error: KeyError" in (final.reason or "")
+    assert isinstance(final, DeadLetter)
+    assert "unexpected error: KeyError" in final.reason
 
 
 def test_database_unavailable_is_never_dead_lettered():
     for attempt in (1, 5, 50):
-        decision = decide(DatabaseUnavailable("down"), attempt, 5, 10)
-        assert decision.verdict is Verdict.REQUEUE
+        assert decide(DatabaseUnavailable("down"), attempt, 5, 10) == Requeue("database unavailable: down")
 
 
 def test_reason_is_bounded():
     decision = decide(PermanentJobError("x" * 5000), 1, 5, 10)
-    assert decision.reason is not None and len(decision.reason) <= 500
+    assert isinstance(decision, DeadLetter) and len(decision.reason) <= 500
+    retry = decide(TransientJobError("x" * 5000), 1, 5, 10)
+    assert isinstance(retry, Retry) and len(retry.reason) <= 500
+
+
+def test_log_lines_keep_the_verdict_words():
+    decisions = [Ack(), Retry(2, 10, "r"), DeadLetter("d"), Requeue("q")]
+    assert [d.verdict for d in decisions] == ["ack", "retry", "dead_letter", "requeue"]
+    assert [reason_of(d) for d in decisions] == [None, "r", "d", "q"]

@@ -41,4 +41,4 @@ def load_action(path: str) -> Action:
             raise ActionLoadError(f"WORKER_ACTION: {module_name!r} has no attribute {attr_path!r}") from None
     if not callable(target):
         raise ActionLoadError(f"WORKER_ACTION: {path!r} is not callable")
-    return target  # type: ignore[return-value]
+    return target

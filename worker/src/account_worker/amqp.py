@@ -125,11 +125,12 @@ def declare_topology(channel: Any, cfg: Config) -> None:
     channel.queue_bind(queue=cfg.dead_letter_queue, exchange=cfg.dead_letter_exchange, routing_key="")
 
 
-def delivery_from_pika(method: Any, properties: Any, body: bytes, generation: int) -> Delivery:
+def delivery_from_pika(method: Any, properties: Any, body: bytes, source: object) -> Delivery:
+    """A Delivery received by `source` (the session of the channel it arrived on)."""
     headers = getattr(properties, "headers", None)
     return Delivery(
         tag=method.delivery_tag,
-        generation=generation,
+        source=source,
         body=body,
         message_id=getattr(properties, "message_id", None),
         headers=dict(headers) if headers else None,

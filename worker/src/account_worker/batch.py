@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from account_worker.db import RecordedRun, Run
-from account_worker.decisions import Decision, decide
+from account_worker.actions import Action
+from account_worker.decisions import Ack, Decision, Requeue, decide, reason_of
 from account_worker.errors import BadApiKey, DatabaseUnavailable, UnknownAccount
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import Job, parse_job
+from account_worker.store import RecordedRun, Run, Store
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """One message as received; `generation` identifies the channel it arrived on."""
+    """One message as received.
+
+    `tag` means something only on the channel it arrived on; `source` is that channel's
+    session object (opaque here, compared by identity), so only that session can settle it.
+    """
 
     tag: int
-    generation: int
+    source: object
     body: bytes
     message_id: str | None = None
     headers: Mapping[str, Any] | None = None
@@ -38,7 +43,7 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Instruction:
-    """What the I/O thread must do with one delivery (reply first, if any)."""
+    """What the I/O thread must do with one delivery; `reply` is set only for an Ack (sent before it)."""
 
     delivery: Delivery
     decision: Decision
@@ -58,17 +63,6 @@ class BatchSettings:
     apikey: str | None = None
 
 
-class Store(Protocol):
-    def lookup_hosts(self, account_uuids: Sequence[str]) -> dict[str, str]: ...
-
-    def find_runs(self, message_ids: Sequence[str]) -> dict[str, RecordedRun]: ...
-
-    def record_runs(self, runs: Sequence[Run]) -> list[RecordedRun]: ...
-
-
-ActionFn = Callable[[Job, str], str]
-
-
 def _apikey_ok(expected: str | None, given: str) -> bool:
     if expected is None:
         return True
@@ -81,15 +75,16 @@ def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str] | N
     return {"account_uuid": job.account_uuid, "host": run.host, "status": run.status, "message_id": job.message_id}
 
 
-def _requeue_all(deliveries: Sequence[Delivery], reason: str) -> BatchResult:
-    decision = Decision.requeue(reason)
-    return BatchResult(tuple(Instruction(d, decision) for d in deliveries), database_down=True)
+def requeue_all(deliveries: Sequence[Delivery], reason: str, *, database_down: bool) -> BatchResult:
+    """Give every delivery back to the queue: nothing acked, nothing dead-lettered."""
+    decision = Requeue(reason)
+    return BatchResult(tuple(Instruction(d, decision) for d in deliveries), database_down=database_down)
 
 
 def process_batch(
     deliveries: Sequence[Delivery],
     store: Store,
-    action: ActionFn,
+    action: Action,
     settings: BatchSettings,
     logger: logging.Logger | None = None,
 ) -> BatchResult:
@@ -112,8 +107,8 @@ def process_batch(
             message_id=job.message_id if job else delivery.message_id,
             account_uuid=job.account_uuid if job else None,
             attempt=attempt,
-            decision=decision.verdict.value,
-            reason=decision.reason,
+            decision=decision.verdict,
+            reason=reason_of(decision),
         )
         decided[index] = Instruction(delivery, decision)
 
@@ -136,7 +131,7 @@ def process_batch(
             redelivered = sorted({job.message_id for index, job in jobs if deliveries[index].redelivered})
             done_before = store.find_runs(redelivered) if redelivered else {}
         except DatabaseUnavailable as exc:
-            return _requeue_all(deliveries, f"database unavailable: {exc}")
+            return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
     else:
         hosts, done_before = {}, {}
 
@@ -157,7 +152,7 @@ def process_batch(
             if not isinstance(status, str) or not status:
                 raise TypeError(f"action returned {status!r}, expected a non-empty status string")
         except DatabaseUnavailable as exc:
-            return _requeue_all(deliveries, f"database unavailable: {exc}")
+            return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
         except Exception as exc:  # noqa: BLE001 - classified by decide()
             fail(index, exc, job.attempt, job)
             continue
@@ -168,7 +163,7 @@ def process_batch(
     try:
         recorded = store.record_runs(to_record) if to_record else []
     except DatabaseUnavailable as exc:
-        return _requeue_all(deliveries, f"database unavailable: {exc}")
+        return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
 
     runs: dict[str, RecordedRun] = dict(done_before)
     runs.update((run.message_id, run) for run in recorded)
@@ -176,7 +171,7 @@ def process_batch(
     for index, job in waiting:
         run = runs.get(job.message_id)
         if run is None:  # the store did not confirm the record: do not ack
-            return _requeue_all(deliveries, f"run for {job.message_id} not recorded")
+            return requeue_all(deliveries, f"run for {job.message_id} not recorded", database_down=True)
         duplicate = run.already_done or first_index.get(job.message_id) != index
         duplicates += duplicate
         log_event(
@@ -189,7 +184,7 @@ def process_batch(
             status=run.status,
             attempt=job.attempt,
         )
-        decided[index] = Instruction(deliveries[index], Decision.ack(), _reply(deliveries[index], job, run))
+        decided[index] = Instruction(deliveries[index], Ack(), _reply(deliveries[index], job, run))
     if waiting:
         log_event(
             log,

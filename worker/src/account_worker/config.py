@@ -1,10 +1,17 @@
-"""Configuration from environment variables only (runit: chpst -e /etc/NAME/env)."""
+"""Configuration from environment variables only (runit: chpst -e /etc/NAME/env).
+
+Every setting is declared once, as a field of Config whose metadata names its
+environment variable, parser, README text and secrecy; SETTINGS is read from those
+fields, and load_config(), Config.__repr__, Config.secrets() and the README table
+test (tests/test_config.py) are all derived from it.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from account_worker.errors import ConfigError
@@ -17,109 +24,159 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+Parser = Callable[[str, str], Any]
+"""(variable name, stripped non-empty text) -> value; raises ConfigError naming the variable."""
 
-@dataclass(frozen=True, repr=False)
-class Config:
-    amqp_urls: tuple[str, ...]
-    database_url: str
-    queue: str = "jobs"
-    dead_letter_exchange: str = "jobs.dlx"
-    retry_queue: str = "jobs.retry"
-    prefetch: int = 100
-    batch_size: int = 50
-    heartbeat: int = 30
-    max_attempts: int = 5
-    retry_delay_ms: int = 5000
-    shutdown_grace: float = 5.0
-    apikey: str | None = None
-    action: str = DEFAULT_ACTION
-    declare_topology: bool = False
-    log_level: str = "INFO"
-    host_cache_ttl: float = 30.0
+_META = "setting"
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Final = _Required()
+"""The default of a setting whose variable must be set."""
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """How a secret setting is shown in repr and which literal strings it hides in logs."""
+
+    show: Callable[[Any], Any]
+    literals: Callable[[Any], tuple[str, ...]]
+
+
+def _password(url: str) -> tuple[str, ...]:
+    password = urlsplit(url).password
+    return (password,) if password else ()
+
+
+URL_PASSWORD = Redaction(show=redact_url, literals=_password)
+URL_PASSWORDS = Redaction(
+    show=lambda urls: tuple(redact_url(u) for u in urls),
+    literals=lambda urls: tuple(p for u in urls for p in _password(u)),
+)
+WHOLE_VALUE = Redaction(show=lambda v: MASK if v else None, literals=lambda v: (v,) if v else ())
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a Config field comes from (the field metadata; see Setting for the meaning)."""
+
+    env: str
+    parse: Parser
+    doc: str
+    secret: Redaction | None = None
+    default_from: Callable[[Mapping[str, Any]], Any] | None = None
+    shown_default: str | None = None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One worker setting: Config attribute, environment variable, parser, default, README text, secrecy.
+
+    default_from computes the default from the settings parsed before it (the retry queue
+    follows the queue); shown_default is the README's text for such a default.
+    """
+
+    name: str
+    env: str
+    parse: Parser
+    default: Any
+    doc: str
+    secret: Redaction | None = None
+    default_from: Callable[[Mapping[str, Any]], Any] | None = None
+    shown_default: str | None = None
+
+    @classmethod
+    def of(cls, config_field: Field[Any]) -> Setting:
+        source: Source = config_field.metadata[_META]
+        default = REQUIRED if config_field.default is MISSING else config_field.default
+        return cls(
+            config_field.name,
+            source.env,
+            source.parse,
+            default,
+            source.doc,
+            source.secret,
+            source.default_from,
+            source.shown_default,
+        )
 
     @property
-    def dead_letter_queue(self) -> str:
-        return f"{self.queue}.dlq"
+    def readme_default(self) -> str:
+        """The Default column of the README table."""
+        if self.shown_default is not None:
+            return f"`{self.shown_default}`"
+        if self.default is REQUIRED:
+            return "required"
+        if self.default is None:
+            return "unset"
+        if isinstance(self.default, bool):
+            return f"`{str(self.default).lower()}`"
+        if isinstance(self.default, float):
+            return f"`{self.default:g}`"
+        return f"`{self.default}`"
 
-    def secrets(self) -> tuple[str, ...]:
-        """Literal values that must never appear in logs."""
-        found = [self.apikey or ""]
-        for url in (*self.amqp_urls, self.database_url):
-            password = urlsplit(url).password
-            if password:
-                found.append(password)
-        return tuple(s for s in found if s)
-
-    def __repr__(self) -> str:
-        shown = {
-            "amqp_urls": tuple(redact_url(u) for u in self.amqp_urls),
-            "database_url": redact_url(self.database_url),
-            "queue": self.queue,
-            "dead_letter_exchange": self.dead_letter_exchange,
-            "retry_queue": self.retry_queue,
-            "prefetch": self.prefetch,
-            "batch_size": self.batch_size,
-            "heartbeat": self.heartbeat,
-            "max_attempts": self.max_attempts,
-            "retry_delay_ms": self.retry_delay_ms,
-            "shutdown_grace": self.shutdown_grace,
-            "apikey": MASK if self.apikey else None,
-            "action": self.action,
-            "declare_topology": self.declare_topology,
-            "log_level": self.log_level,
-            "host_cache_ttl": self.host_cache_ttl,
-        }
-        return "Config(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
-
-    __str__ = __repr__
+    def read(self, environ: Mapping[str, str], earlier: Mapping[str, Any]) -> Any:
+        raw = environ.get(self.env)
+        text = raw.strip() if raw is not None else ""
+        if text:
+            return self.parse(self.env, text)
+        if self.default is REQUIRED:
+            raise ConfigError(f"{self.env} is required")
+        if self.default_from is not None:
+            return self.parse(self.env, self.default_from(earlier))
+        return self.default
 
 
-def _get(environ: Mapping[str, str], name: str) -> str | None:
-    value = environ.get(name)
-    if value is None:
-        return None
-    value = value.strip()
-    return value or None
+def env(
+    name: str,
+    parse: Parser,
+    doc: str,
+    *,
+    secret: Redaction | None = None,
+    default_from: Callable[[Mapping[str, Any]], Any] | None = None,
+    shown_default: str | None = None,
+) -> dict[str, Source]:
+    """Field metadata binding a Config field to its environment variable."""
+    return {_META: Source(name, parse, doc, secret, default_from, shown_default)}
 
 
-def _required(environ: Mapping[str, str], name: str) -> str:
-    value = _get(environ, name)
-    if value is None:
-        raise ConfigError(f"{name} is required")
-    return value
+# ---------------------------------------------------------------------------- parsers
 
 
-def _int(environ: Mapping[str, str], name: str, default: int, lo: int, hi: int | None = None) -> int:
-    raw = _get(environ, name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < lo or (hi is not None and value > hi):
-        bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-        raise ConfigError(f"{name} must be {bounds}, got {value}")
-    return value
+def _integer(lo: int, hi: int | None = None) -> Parser:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw, 10)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bounds = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise ConfigError(f"{name} must be {bounds}, got {value}")
+        return value
+
+    return parse
 
 
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = _get(environ, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
-    return value
+def _number(accept: Callable[[float], bool], rule: str) -> Parser:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+        if not accept(value):
+            raise ConfigError(f"{name} must be {rule}, got {value:g}")
+        return value
+
+    return parse
 
 
-def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = _get(environ, name)
-    if raw is None:
-        return default
+def _boolean(name: str, raw: str) -> bool:
     if raw.lower() in _TRUE:
         return True
     if raw.lower() in _FALSE:
@@ -127,16 +184,17 @@ def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true/false/1/0/yes/no, got {raw!r}")
 
 
-def _name(environ: Mapping[str, str], name: str, default: str) -> str:
-    value = _get(environ, name) or default
-    if len(value) > 255 or any(c.isspace() for c in value):
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _amqp_name(name: str, raw: str) -> str:
+    if len(raw) > 255 or any(c.isspace() for c in raw):
         raise ConfigError(f"{name} must be a queue/exchange name without spaces (max 255 chars)")
-    return value
+    return raw
 
 
-def _amqp_urls(environ: Mapping[str, str]) -> tuple[str, ...]:
-    name = "WORKER_AMQP_URLS"
-    raw = _required(environ, name)
+def _amqp_urls(name: str, raw: str) -> tuple[str, ...]:
     urls = tuple(part.strip() for part in raw.split(","))
     for index, url in enumerate(urls, start=1):
         if not url:
@@ -153,67 +211,157 @@ def _amqp_urls(environ: Mapping[str, str]) -> tuple[str, ...]:
     return urls
 
 
-def _database_url(environ: Mapping[str, str]) -> str:
-    name = "WORKER_DATABASE_URL"
-    url = _required(environ, name)
+def _database_url(name: str, raw: str) -> str:
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(raw)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise ConfigError(f"{name} is not a valid URL: {exc}") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"{name} must start with postgresql://")
-    return url
+    return raw
 
 
-def _action(environ: Mapping[str, str]) -> str:
-    name = "WORKER_ACTION"
-    value = _get(environ, name) or DEFAULT_ACTION
-    module, sep, attr = value.partition(":")
+def _action_path(name: str, raw: str) -> str:
+    module, sep, attr = raw.partition(":")
     if not sep or not module or not attr:
-        raise ConfigError(f"{name} must look like 'package.module:function', got {value!r}")
-    return value
+        raise ConfigError(f"{name} must look like 'package.module:function', got {raw!r}")
+    return raw
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+    return level
+
+
+# ---------------------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True, repr=False)
+class Config:
+    amqp_urls: tuple[str, ...] = field(
+        metadata=env(
+            "WORKER_AMQP_URLS",
+            _amqp_urls,
+            "comma-separated `amqp://` / `amqps://` URLs; cluster nodes tried in turn",
+            secret=URL_PASSWORDS,
+        )
+    )
+    database_url: str = field(
+        metadata=env("WORKER_DATABASE_URL", _database_url, "`postgresql://` URL", secret=URL_PASSWORD)
+    )
+    queue: str = field(default="jobs", metadata=env("WORKER_QUEUE", _amqp_name, "queue consumed"))
+    dead_letter_exchange: str = field(
+        default="jobs.dlx",
+        metadata=env(
+            "WORKER_DEAD_LETTER_EXCHANGE", _amqp_name, "fanout exchange for dead letters (DLQ is `<queue>.dlq`)"
+        ),
+    )
+    retry_queue: str = field(
+        default="jobs.retry",
+        metadata=env(
+            "WORKER_RETRY_QUEUE",
+            _amqp_name,
+            "delay queue; messages expire back into `<queue>`",
+            default_from=lambda earlier: f"{earlier['queue']}.retry",
+            shown_default="<queue>.retry",
+        ),
+    )
+    prefetch: int = field(
+        default=100, metadata=env("WORKER_PREFETCH", _integer(1, 10000), "basic.qos prefetch, 1..10000")
+    )
+    batch_size: int = field(
+        default=50, metadata=env("WORKER_BATCH_SIZE", _integer(1, 1000), "jobs per database transaction, 1..1000")
+    )
+    heartbeat: int = field(
+        default=30, metadata=env("WORKER_HEARTBEAT", _integer(5, 600), "AMQP heartbeat seconds, 5..600")
+    )
+    max_attempts: int = field(
+        default=5,
+        metadata=env(
+            "WORKER_MAX_ATTEMPTS",
+            _integer(1, 100),
+            "attempts before a transient failure is dead-lettered, 1..100",
+        ),
+    )
+    retry_delay_ms: int = field(
+        default=5000, metadata=env("WORKER_RETRY_DELAY_MS", _integer(0, MAX_TTL_MS), "delay before a retry, >= 0")
+    )
+    shutdown_grace: float = field(
+        default=5.0,
+        metadata=env(
+            "WORKER_SHUTDOWN_GRACE",
+            _number(
+                lambda v: 0 < v < RUNIT_KILL_WAIT,
+                f"> 0 and < {RUNIT_KILL_WAIT:g} (runit kills after {RUNIT_KILL_WAIT:g} s)",
+            ),
+            "seconds the running batch may take after SIGTERM; > 0 and < 7 (runit)",
+        ),
+    )
+    apikey: str | None = field(
+        default=None,
+        metadata=env("WORKER_APIKEY", _text, "if set, each message's `apikey` must equal it", secret=WHOLE_VALUE),
+    )
+    action: str = field(
+        default=DEFAULT_ACTION, metadata=env("WORKER_ACTION", _action_path, "`module:function` job action")
+    )
+    declare_topology: bool = field(
+        default=False,
+        metadata=env(
+            "WORKER_DECLARE_TOPOLOGY",
+            _boolean,
+            "declare exchange/queues at start (tests; production uses the rabbitmq role)",
+        ),
+    )
+    log_level: str = field(
+        default="INFO", metadata=env("WORKER_LOG_LEVEL", _log_level, "DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    )
+    host_cache_ttl: float = field(
+        default=30.0,
+        metadata=env(
+            "WORKER_HOST_CACHE_TTL", _number(lambda v: v >= 0, ">= 0"), "seconds to cache account hosts; 0 disables"
+        ),
+    )
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dlq"
+
+    def secrets(self) -> tuple[str, ...]:
+        """Literal values that must never appear in logs (longest first: one may contain another)."""
+        found: list[str] = []
+        for setting in SETTINGS:
+            if setting.secret is not None:
+                found.extend(setting.secret.literals(getattr(self, setting.name)))
+        return tuple(sorted(found, key=len, reverse=True))
+
+    def __repr__(self) -> str:
+        shown: list[str] = []
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if setting.secret is not None:
+                value = setting.secret.show(value)
+            shown.append(f"{setting.name}={value!r}")
+        return "Config(" + ", ".join(shown) + ")"
+
+    __str__ = __repr__
+
+
+SETTINGS: tuple[Setting, ...] = tuple(Setting.of(f) for f in fields(Config))
+"""Every setting, in Config field order (also the order of the README table)."""
+
+
+def _check_together(values: Mapping[str, Any]) -> None:
+    if values["retry_queue"] == values["queue"]:
+        raise ConfigError("WORKER_RETRY_QUEUE must differ from WORKER_QUEUE")
 
 
 def load_config(environ: Mapping[str, str]) -> Config:
     """Build a Config from environ; raise ConfigError naming the offending variable."""
-    amqp_urls = _amqp_urls(environ)
-    database_url = _database_url(environ)
-    queue = _name(environ, "WORKER_QUEUE", "jobs")
-    dead_letter_exchange = _name(environ, "WORKER_DEAD_LETTER_EXCHANGE", "jobs.dlx")
-    retry_queue = _name(environ, "WORKER_RETRY_QUEUE", f"{queue}.retry")
-    if retry_queue == queue:
-        raise ConfigError("WORKER_RETRY_QUEUE must differ from WORKER_QUEUE")
-
-    shutdown_grace = _float(environ, "WORKER_SHUTDOWN_GRACE", 5.0)
-    if not 0 < shutdown_grace < RUNIT_KILL_WAIT:
-        raise ConfigError(
-            f"WORKER_SHUTDOWN_GRACE must be > 0 and < {RUNIT_KILL_WAIT:g} (runit kills after 7 s), "
-            f"got {shutdown_grace:g}"
-        )
-    host_cache_ttl = _float(environ, "WORKER_HOST_CACHE_TTL", 30.0)
-    if host_cache_ttl < 0:
-        raise ConfigError(f"WORKER_HOST_CACHE_TTL must be >= 0, got {host_cache_ttl:g}")
-
-    log_level = (_get(environ, "WORKER_LOG_LEVEL") or "INFO").upper()
-    if log_level not in _LOG_LEVELS:
-        raise ConfigError(f"WORKER_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
-
-    return Config(
-        amqp_urls=amqp_urls,
-        database_url=database_url,
-        queue=queue,
-        dead_letter_exchange=dead_letter_exchange,
-        retry_queue=retry_queue,
-        prefetch=_int(environ, "WORKER_PREFETCH", 100, 1, 10000),
-        batch_size=_int(environ, "WORKER_BATCH_SIZE", 50, 1, 1000),
-        heartbeat=_int(environ, "WORKER_HEARTBEAT", 30, 5, 600),
-        max_attempts=_int(environ, "WORKER_MAX_ATTEMPTS", 5, 1, 100),
-        retry_delay_ms=_int(environ, "WORKER_RETRY_DELAY_MS", 5000, 0, MAX_TTL_MS),
-        shutdown_grace=shutdown_grace,
-        apikey=_get(environ, "WORKER_APIKEY"),
-        action=_action(environ),
-        declare_topology=_bool(environ, "WORKER_DECLARE_TOPOLOGY", False),
-        log_level=log_level,
-        host_cache_ttl=host_cache_ttl,
-    )
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        values[setting.name] = setting.read(environ, values)
+    _check_together(values)
+    return Config(**values)

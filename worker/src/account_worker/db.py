@@ -1,4 +1,7 @@
-"""PostgreSQL access: one persistent connection, host lookup with a TTL cache, idempotent run records."""
+"""PostgreSQL access: one persistent connection, host lookup with a TTL cache, idempotent run records.
+
+The adapter behind store.Database; the record types come from the core (store.py).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
 from account_worker.errors import DatabaseUnavailable
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.redact import redact
+from account_worker.store import RecordedRun, Run
 
 T = TypeVar("T")
 
@@ -25,25 +29,6 @@ SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[])
 ON CONFLICT (message_id) DO NOTHING
 RETURNING message_id, host, status
 """
-
-
-class Run(NamedTuple):
-    """A finished job to record."""
-
-    message_id: str
-    account_uuid: str
-    host: str
-    status: str
-    attempts: int = 1
-
-
-class RecordedRun(NamedTuple):
-    """What job_runs holds for a message; already_done means an earlier delivery recorded it."""
-
-    message_id: str
-    host: str
-    status: str
-    already_done: bool
 
 
 def schema_sql() -> str:

@@ -1,9 +1,13 @@
-"""Pure rules: what to do with a message given how its processing ended."""
+"""Pure rules: what to do with a message given how its processing ended.
+
+One type per outcome; the I/O side dispatches on them with `match`, and mypy --strict
+checks that every outcome is handled (typing.assert_never).
+"""
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
+from typing import ClassVar, assert_never
 
 from account_worker.errors import (
     BadApiKey,
@@ -17,40 +21,61 @@ from account_worker.errors import (
 MAX_REASON_LENGTH = 500
 
 
-class Verdict(enum.Enum):
-    ACK = "ack"
-    DEAD_LETTER = "dead_letter"
-    RETRY = "retry"
-    REQUEUE = "requeue"
+@dataclass(frozen=True)
+class Ack:
+    """The job's run is committed: reply (if asked) and ack."""
+
+    verdict: ClassVar[str] = "ack"
 
 
 @dataclass(frozen=True)
-class Decision:
-    verdict: Verdict
-    reason: str | None = None
-    next_attempt: int | None = None
-    delay_ms: int | None = None
+class Retry:
+    """Park a copy with x-attempt = next_attempt in the retry queue for delay_ms, then ack."""
 
-    @classmethod
-    def ack(cls) -> Decision:
-        return cls(Verdict.ACK)
+    next_attempt: int
+    delay_ms: int
+    reason: str
+    verdict: ClassVar[str] = "retry"
 
-    @classmethod
-    def dead_letter(cls, reason: str) -> Decision:
-        return cls(Verdict.DEAD_LETTER, reason=reason[:MAX_REASON_LENGTH])
 
-    @classmethod
-    def retry(cls, next_attempt: int, delay_ms: int, reason: str) -> Decision:
-        return cls(Verdict.RETRY, reason=reason[:MAX_REASON_LENGTH], next_attempt=next_attempt, delay_ms=delay_ms)
+@dataclass(frozen=True)
+class DeadLetter:
+    """Publish a copy carrying the reason to the dead-letter exchange, then ack."""
 
-    @classmethod
-    def requeue(cls, reason: str = "database unavailable") -> Decision:
-        return cls(Verdict.REQUEUE, reason=reason)
+    reason: str
+    verdict: ClassVar[str] = "dead_letter"
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Give the message back to the queue (nack with requeue): infrastructure, not the message, failed."""
+
+    reason: str
+    verdict: ClassVar[str] = "requeue"
+
+
+Decision = Ack | Retry | DeadLetter | Requeue
+"""What happens to one delivery; `verdict` is the word log lines print."""
+
+
+def reason_of(decision: Decision) -> str | None:
+    """The reason a log line reports (an Ack has none)."""
+    match decision:
+        case Ack():
+            return None
+        case Retry(reason=reason) | DeadLetter(reason=reason) | Requeue(reason=reason):
+            return reason
+        case _:
+            assert_never(decision)
 
 
 def _describe(error: BaseException) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _bounded(reason: str) -> str:
+    return reason[:MAX_REASON_LENGTH]
 
 
 def decide(error: BaseException | None, attempt: int, max_attempts: int, retry_delay_ms: int) -> Decision:
@@ -62,21 +87,21 @@ def decide(error: BaseException | None, attempt: int, max_attempts: int, retry_d
     is requeued and never dead-lettered.
     """
     if error is None:
-        return Decision.ack()
+        return Ack()
     if isinstance(error, DatabaseUnavailable):
-        return Decision.requeue(f"database unavailable: {error}" if str(error) else "database unavailable")
+        return Requeue(f"database unavailable: {error}" if str(error) else "database unavailable")
     if isinstance(error, InvalidMessage):
-        return Decision.dead_letter(f"invalid message: {error.reason}")
+        return DeadLetter(_bounded(f"invalid message: {error.reason}"))
     if isinstance(error, UnknownAccount):
-        return Decision.dead_letter(f"unknown account: {error.account_uuid}")
+        return DeadLetter(_bounded(f"unknown account: {error.account_uuid}"))
     if isinstance(error, BadApiKey):
-        return Decision.dead_letter("bad apikey")
+        return DeadLetter("bad apikey")
     if isinstance(error, PermanentJobError):
-        return Decision.dead_letter(f"permanent failure: {_describe(error)}")
+        return DeadLetter(_bounded(f"permanent failure: {_describe(error)}"))
     if isinstance(error, TransientJobError):
         what = f"transient failure: {_describe(error)}"
     else:
         what = f"unexpected error: {_describe(error)}"
     if attempt < max_attempts:
-        return Decision.retry(attempt + 1, retry_delay_ms, what)
-    return Decision.dead_letter(f"retries exhausted: {what} (attempt {attempt} of {max_attempts})")
+        return Retry(attempt + 1, retry_delay_ms, _bounded(what))
+    return DeadLetter(_bounded(f"retries exhausted: {what} (attempt {attempt} of {max_attempts})"))

@@ -48,3 +48,7 @@ class PermanentJobError(WorkerError):
 
 class DatabaseUnavailable(WorkerError):
     """PostgreSQL cannot be reached; infrastructure, never the message's fault."""
+
+
+class JobThreadCrashed(RuntimeError):
+    """The job thread hit a bug; the process exits non-zero and runit restarts it."""

@@ -1,0 +1,153 @@
+"""The job thread: wait for the database, take a batch, process it, post the result.
+
+It owns the database and never touches pika.  Everything it has to say to the I/O
+thread is a JobReport handed to `post` (which queues it and wakes the I/O thread):
+a BatchResult to carry out, Resume once the database answers, Crashed on a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from account_worker.actions import Action
+from account_worker.backoff import backoff_delay
+from account_worker.batch import BatchResult, BatchSettings, Delivery, process_batch, requeue_all
+from account_worker.config import Config
+from account_worker.errors import DatabaseUnavailable
+from account_worker.logsetup import log_event
+from account_worker.redact import redact
+from account_worker.store import Database
+
+# A database outage is waited out with the jobs safely queued in the broker; a
+# low cap on the ping interval resumes work within seconds of its return.
+DB_BACKOFF_CAP = 5.0
+
+# How long one wait for the first delivery of a batch lasts (the stop flag is checked between waits).
+BATCH_WAIT_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The database is reachable: (re)start consuming."""
+
+
+@dataclass(frozen=True)
+class Crashed:
+    """The job thread hit a bug; the I/O thread raises JobThreadCrashed."""
+
+    error: BaseException
+
+
+JobReport = BatchResult | Resume | Crashed
+
+
+def take_batch(
+    deliveries: queue.Queue[Delivery], size: int, timeout: float, is_current: Callable[[Delivery], bool]
+) -> list[Delivery]:
+    """Block up to `timeout` for one delivery, then drain without waiting up to `size`; skip stale ones."""
+    batch: list[Delivery] = []
+    try:
+        first = deliveries.get(timeout=timeout)
+    except queue.Empty:
+        return batch
+    if is_current(first):
+        batch.append(first)
+    while len(batch) < size:
+        try:
+            item = deliveries.get_nowait()
+        except queue.Empty:
+            break
+        if is_current(item):
+            batch.append(item)
+    return batch
+
+
+class JobLoop:
+    """The job thread and its stop flag; start() runs it, stop() asks it to finish its batch and return."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        database: Database,
+        action: Action,
+        deliveries: queue.Queue[Delivery],
+        *,
+        post: Callable[[JobReport], None],
+        is_current: Callable[[Delivery], bool],
+        random: Callable[[], float],
+        logger: logging.Logger,
+    ) -> None:
+        self._cfg = cfg
+        self._db = database
+        self._action = action
+        self._deliveries = deliveries
+        self._post = post
+        self._is_current = is_current
+        self._random = random
+        self._log = logger
+        self._secrets = cfg.secrets()
+        self._settings = BatchSettings(cfg.max_attempts, cfg.retry_delay_ms, cfg.apikey)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            if not self._wait_for_database():
+                return
+            self._post(Resume())
+            while not self._stop.is_set():
+                batch = take_batch(self._deliveries, self._cfg.batch_size, BATCH_WAIT_SECONDS, self._is_current)
+                if not batch:
+                    continue
+                if self._stop.is_set():
+                    self._post(requeue_all(batch, "shutting down", database_down=False))
+                    return
+                result = process_batch(batch, self._db, self._action, self._settings, self._log)
+                self._post(result)
+                if result.database_down:
+                    log_event(self._log, logging.WARNING, "database_unavailable", requeued=len(batch))
+                    if not self._wait_for_database():
+                        return
+                    self._post(Resume())
+        except BaseException as exc:  # noqa: BLE001 - reported to the I/O thread, which exits 1
+            log_event(self._log, logging.ERROR, "job_thread_crashed", exc_info=True)
+            self._post(Crashed(exc))
+        finally:
+            self._db.close()
+
+    def _wait_for_database(self) -> bool:
+        """Ping until the database answers (capped backoff + jitter); False if told to stop."""
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._db.ping()
+                return True
+            except DatabaseUnavailable as exc:
+                delay = backoff_delay(attempt, base=0.5, cap=DB_BACKOFF_CAP, random=self._random)
+                attempt += 1
+                log_event(
+                    self._log,
+                    logging.WARNING,
+                    "database_unreachable",
+                    error=redact(str(exc), self._secrets),
+                    retry_in=f"{delay:.2f}s",
+                )
+                if self._stop.wait(delay):
+                    return False
+        return False

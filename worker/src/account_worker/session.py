@@ -1,0 +1,166 @@
+"""One AMQP connection and its channel: all the state that dies with the connection.
+
+A Session is created when a connection is established and dropped when that connection
+is lost or closed; none of its fields is ever reset by hand.  Every delivery it receives
+carries the session itself as its `source`, and a session settles only deliveries whose
+source it is.  A result for a delivery from an older connection or channel therefore
+meets a different session and is dropped: its dead tag cannot be acked on the new
+channel, by construction (the broker redelivers the message; job_runs deduplicates it).
+
+I/O thread only (pika is not thread-safe), except wake(), which goes through
+add_callback_threadsafe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, assert_never
+
+from account_worker import amqp
+from account_worker.batch import Delivery, Instruction
+from account_worker.config import Config
+from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
+from account_worker.logsetup import log_event
+from account_worker.redact import redact
+
+
+class Session:
+    def __init__(self, conn: Any, cfg: Config, log: logging.Logger, secrets: Sequence[str] = ()) -> None:
+        """Open a confirm-mode channel on `conn`, declare the topology if asked, set the prefetch."""
+        channel = conn.channel()
+        channel.confirm_delivery()
+        if cfg.declare_topology:
+            amqp.declare_topology(channel, cfg)
+        channel.basic_qos(prefetch_count=cfg.prefetch)
+        self._conn = conn
+        self._channel = channel
+        self._cfg = cfg
+        self._log = log
+        self._secrets = tuple(secrets)
+        self._consumer_tag: str | None = None
+        self._on_delivery: Callable[[Delivery], bool] = lambda delivery: False
+
+    def owns(self, delivery: Delivery) -> bool:
+        """True if the delivery arrived on this session's channel (its tag means something here)."""
+        return delivery.source is self
+
+    # ------------------------------------------------------------------ connection
+
+    def pump(self, seconds: float) -> None:
+        """Run pika's I/O (heartbeats, deliveries, callbacks from other threads) for up to `seconds`."""
+        self._conn.process_data_events(time_limit=seconds)
+
+    def wake(self, callback: Callable[[], None]) -> None:
+        """Have the I/O thread run `callback` soon; safe from any thread, a no-op once the connection is gone."""
+        # A closed connection raises; the I/O loop drains its inbox on its own anyway.
+        with contextlib.suppress(Exception):
+            self._conn.add_callback_threadsafe(callback)
+
+    # ------------------------------------------------------------------ consuming
+
+    def consume(self, on_delivery: Callable[[Delivery], bool]) -> None:
+        """Start the consumer unless it runs; on_delivery returns False to have a delivery requeued."""
+        if self._consumer_tag is not None:
+            return
+        self._on_delivery = on_delivery
+        self._consumer_tag = self._channel.basic_consume(
+            queue=self._cfg.queue, on_message_callback=self._on_message, auto_ack=False
+        )
+        log_event(self._log, logging.INFO, "consuming", queue=self._cfg.queue, prefetch=self._cfg.prefetch)
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the consumer if it runs (pika nacks the messages it has not dispatched)."""
+        if self._consumer_tag is None:
+            return
+        tag, self._consumer_tag = self._consumer_tag, None
+        self._channel.basic_cancel(tag)
+        log_event(self._log, logging.INFO, "consuming_stopped", reason=reason)
+
+    def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        delivery = amqp.delivery_from_pika(method, properties, body, self)
+        if not self._on_delivery(delivery):
+            channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
+
+    # ------------------------------------------------------------------ settling
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        """Nack with requeue the deliveries of this session; others are dead tags, the broker has them back."""
+        for delivery in deliveries:
+            if self.owns(delivery):
+                self._channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
+
+    def settle(self, instructions: Sequence[Instruction]) -> None:
+        """Carry out a batch's instructions in delivery order, acking runs of Acks with one frame.
+
+        Deliveries are settled strictly in order on a channel (batches are executed in the order
+        they were taken), so when an Ack is reached every lower tag of this channel is already
+        settled or is part of the pending run: basic_ack(multiple=True) on the highest tag of the
+        run acks exactly that run.  Pending acks are flushed before any other decision.
+        """
+        pending: int | None = None
+        for instruction in instructions:
+            delivery, decision = instruction.delivery, instruction.decision
+            if not self.owns(delivery):
+                log_event(self._log, logging.DEBUG, "stale_delivery_dropped", message_id=delivery.message_id)
+                continue
+            if isinstance(decision, Ack):
+                self._reply(instruction)
+                pending = delivery.tag
+                continue
+            if pending is not None:
+                self._channel.basic_ack(delivery_tag=pending, multiple=True)
+                pending = None
+            self._settle_failure(delivery, decision)
+        if pending is not None:
+            self._channel.basic_ack(delivery_tag=pending, multiple=True)
+
+    def _settle_failure(self, delivery: Delivery, decision: Retry | DeadLetter | Requeue) -> None:
+        channel = self._channel
+        match decision:
+            case Requeue():
+                channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
+            case Retry(next_attempt=next_attempt, delay_ms=delay_ms):
+                self._republish_then_ack(
+                    delivery,
+                    lambda: amqp.publish_retry(channel, self._cfg, delivery, next_attempt, delay_ms),
+                    "job_retry_scheduled",
+                    next_attempt=next_attempt,
+                    delay_ms=delay_ms,
+                )
+            case DeadLetter(reason=reason):
+                shown = redact(reason, self._secrets)
+                self._republish_then_ack(
+                    delivery,
+                    lambda: amqp.publish_dead_letter(channel, self._cfg, delivery, shown),
+                    "job_dead_lettered",
+                    reason=shown,
+                )
+            case _:
+                assert_never(decision)
+
+    def _reply(self, instruction: Instruction) -> None:
+        delivery = instruction.delivery
+        if instruction.reply is not None and delivery.reply_to:
+            try:
+                amqp.publish_reply(self._channel, delivery, instruction.reply)
+            except amqp.PUBLISH_ERRORS as exc:
+                log_event(self._log, logging.WARNING, "reply_failed", message_id=delivery.message_id, error=repr(exc))
+
+    def _republish_then_ack(self, delivery: Delivery, publish: Callable[[], None], event: str, **fields: Any) -> None:
+        try:
+            publish()  # confirm mode: returns once the broker has the copy
+        except amqp.PUBLISH_ERRORS as exc:
+            log_event(
+                self._log,
+                logging.ERROR,
+                "republish_failed",
+                message_id=delivery.message_id,
+                intended=event,
+                error=repr(exc),
+            )
+            self._channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
+            return
+        self._channel.basic_ack(delivery_tag=delivery.tag)
+        log_event(self._log, logging.INFO, event, message_id=delivery.message_id, **fields)
