@@ -3,9 +3,12 @@ in Alertmanager (Molecule `monitoring` scenario; windows shortened in its host_v
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+from pathlib import Path
 
+import browser
 import pika
 import pytest
 
@@ -90,6 +93,7 @@ def test_work_queue_without_consumer_fires_and_a_consumer_resolves_it(mon: Monit
         to_fire = time.monotonic() - started
         assert fired[0]["labels"]["vhost"] == mon.vhost
         assert to_fire >= mon.no_consumers_for, "fired before its window"
+        take_screenshots(mon, report, alert)
 
         # A consumer attaches (and drains the test's messages): the alert resolves.
         consuming = time.monotonic()
@@ -107,3 +111,22 @@ def test_work_queue_without_consumer_fires_and_a_consumer_resolves_it(mon: Monit
     finally:
         if connection.is_open:
             connection.close()
+
+
+def take_screenshots(mon: Monitoring, report, alert: str) -> None:
+    """While the alert is active: Prometheus graphing the queues, its alerts page, and Alertmanager's
+    active alerts (MON_SCREENSHOT_DIR set and Chromium installed)."""
+    directory = os.environ.get("MON_SCREENSHOT_DIR")
+    if not directory or not browser.available():
+        report["screenshots"] = "skipped (MON_SCREENSHOT_DIR unset or no chromium/chromedriver)"
+        return
+    pages = {
+        "prometheus-graph": browser.prometheus_graph(
+            mon.prometheus, 'rabbitmq_detailed_queue_messages{job="rabbitmq-detailed"}'
+        ),
+        # Debian's Prometheus serves its classic UI (no React build) under /classic/.
+        "prometheus-alerts": mon.prometheus + "/classic/alerts",
+        "alertmanager-alerts": mon.alertmanager + f'/api/v2/alerts?filter=alertname="{alert}"',
+    }
+    paths = browser.screenshots(pages, Path(directory))
+    report["screenshots"] = " ".join(str(p) for p in paths)
