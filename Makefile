@@ -11,7 +11,7 @@ export PATH            := $(CURDIR)/$(BIN):$(PATH)
 IMAGES      := 12:bookworm 13:trixie
 # <scenario> or <scenario>@<Debian release> (the cluster scenario takes its
 # release from BUNDLE_CLUSTER_RELEASE).
-SCENARIOS   ?= default worker cluster@13 cluster@12
+SCENARIOS   ?= default worker monitoring cluster@13 cluster@12
 
 .PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit check test molecule bench clean
 
@@ -53,6 +53,8 @@ site: sandbox
 	@echo "Management UI: http://127.0.0.1:15672/  (user: admin)"
 	@echo "Admin password: cat .sandbox/rabbitmq_admin_password"
 	@echo "App user 'app' on vhost 'app': cat .sandbox/rabbitmq_app_password"
+	@echo "Prometheus:   http://127.0.0.1:9090/  (Debian's classic UI: /classic/graph, /classic/targets, /classic/alerts)"
+	@echo "Alertmanager: http://127.0.0.1:9093/api/v2/alerts  (Debian's package has no web UI; amtool on the host)"
 
 smoke: deps
 	@start=$$(date +%s%N); \

@@ -137,6 +137,33 @@ CASES = {
         "postgresql_client_apt_repository",
     ),
     "runit packages not a list": ("runit", {"runit_packages": {"runit": 1}}, "runit_packages"),
+    "monitoring receiver not defined": (
+        "monitoring",
+        {"monitoring_alertmanager_receiver": "pager"},
+        "monitoring_alertmanager_receiver",
+    ),
+    "monitoring receiver without a name": (
+        "monitoring",
+        {"monitoring_alertmanager_receivers": [{"webhook_configs": [{"url": "http://h/"}]}]},
+        "name",
+    ),
+    "monitoring fd ratio above 1": ("monitoring", {"monitoring_rules_fd_ratio": 80}, "monitoring_rules_fd_ratio"),
+    "monitoring window not a duration": (
+        "monitoring",
+        {"monitoring_rules_no_consumers_for": "ten minutes"},
+        "monitoring_rules_",
+    ),
+    "monitoring work queues not a list": (
+        "monitoring",
+        {"monitoring_rules_work_queues": {"jobs": True}},
+        "monitoring_rules_work_queues",
+    ),
+    "monitoring extra job reusing a role job": (
+        "monitoring",
+        {"monitoring_prometheus_extra_scrape_configs": [{"job_name": "rabbitmq"}]},
+        "monitoring_prometheus_extra_scrape_configs",
+    ),
+    "monitoring scheme unknown": ("monitoring", {"monitoring_rabbitmq_scheme": "ftp"}, "monitoring_rabbitmq_scheme"),
 }
 
 

@@ -1,0 +1,63 @@
+"""Clients of the live monitoring suite: Prometheus's and Alertmanager's HTTP APIs, from the MON_* environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    prometheus: str
+    alertmanager: str
+    amqp_url: str
+    broker_targets: int
+    work_queue: str
+    vhost: str
+    scrape_interval: float
+    no_consumers_for: float
+
+    @classmethod
+    def from_env(cls) -> Monitoring:
+        env = os.environ
+        return cls(
+            prometheus=env["MON_PROMETHEUS_URL"].rstrip("/"),
+            alertmanager=env["MON_ALERTMANAGER_URL"].rstrip("/"),
+            amqp_url=env["MON_AMQP_URL"],
+            broker_targets=int(env["MON_BROKER_TARGETS"]),
+            work_queue=env.get("MON_WORK_QUEUE", "jobs"),
+            vhost=env.get("MON_VHOST", "app"),
+            scrape_interval=float(env.get("MON_SCRAPE_INTERVAL_S", "15")),
+            no_consumers_for=float(env.get("MON_NO_CONSUMERS_FOR_S", "600")),
+        )
+
+    def targets(self) -> list[dict[str, Any]]:
+        return list(_get(self.prometheus + "/api/v1/targets?state=active")["data"]["activeTargets"])
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        url = self.prometheus + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        return list(_get(url)["data"]["result"])
+
+    def scalar(self, promql: str) -> float | None:
+        """The value of a query returning one series, or None when it returns none."""
+        result = self.query(promql)
+        assert len(result) <= 1, f"{promql} returned {len(result)} series"
+        return float(result[0]["value"][1]) if result else None
+
+    def active_alerts(self, alertname: str) -> list[dict[str, Any]]:
+        """Alerts Alertmanager holds as active (firing, not silenced or inhibited)."""
+        query = urllib.parse.urlencode({"filter": f'alertname="{alertname}"', "active": "true"})
+        return [a for a in _get(self.alertmanager + "/api/v2/alerts?" + query) if a["status"]["state"] == "active"]
+
+    def wait_scrapes(self, n: int = 2) -> None:
+        time.sleep(n * self.scrape_interval + 1)
