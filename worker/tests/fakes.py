@@ -17,7 +17,7 @@ import pika
 import pika.exceptions
 import psycopg
 
-from account_worker.errors import DatabaseUnavailable
+from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.messages import Job
 from account_worker.store import RecordedRun, Run
 
@@ -36,7 +36,11 @@ class Clock:
 
 
 class FakeStore:
-    """In-memory accounts + job_runs; a name in `down_on` makes that call fail like a dead database."""
+    """In-memory accounts + job_runs; a name in `down_on` makes that call fail like a dead database.
+
+    Like PostgreSQL, a call that carries a value in `rejected` (an account_uuid or a message_id)
+    fails as a whole with RecordRejected (or with `reject_with`, when set) and changes nothing.
+    """
 
     def __init__(self, accounts: dict[str, str]) -> None:
         self.accounts = accounts
@@ -44,6 +48,13 @@ class FakeStore:
         self.down_on: set[str] = set()
         self.calls: list[str] = []
         self.commits = 0
+        self.rejected: set[str] = set()
+        self.reject_with: Exception | None = None
+
+    def _refuse(self, values: Sequence[str]) -> None:
+        bad = sorted(set(values) & self.rejected)
+        if bad:
+            raise self.reject_with or RecordRejected(f"value out of range: {bad[0]}")
 
     def _check(self, name: str) -> None:
         self.calls.append(name)
@@ -52,14 +63,17 @@ class FakeStore:
 
     def lookup_hosts(self, account_uuids: Sequence[str]) -> dict[str, str]:
         self._check("lookup_hosts")
+        self._refuse(account_uuids)
         return {u: self.accounts[u] for u in account_uuids if u in self.accounts}
 
     def find_runs(self, message_ids: Sequence[str]) -> dict[str, RecordedRun]:
         self._check("find_runs")
+        self._refuse(message_ids)
         return {m: self.runs[m]._replace(already_done=True) for m in message_ids if m in self.runs}
 
     def record_runs(self, runs: Sequence[Run]) -> list[RecordedRun]:
         self._check("record_runs")
+        self._refuse([r.message_id for r in runs])
         out = []
         for run in runs:
             if run.message_id in self.runs:
@@ -338,9 +352,10 @@ class Broker:
         self.drop_connection = threading.Event()
         self.io_thread: threading.Thread | None = None
 
-    def publish(self, message_id, account="u1", apikey="key", body=None, *, front=False):
+    def publish(self, message_id, account="u1", apikey="key", body=None, *, front=False, headers=None):
         raw = body if body is not None else json.dumps({"apikey": apikey, "account_uuid": account}).encode()
-        self.queue.insert(0 if front else len(self.queue), (pika.BasicProperties(message_id=message_id), raw))
+        props = pika.BasicProperties(message_id=message_id, headers=headers)
+        self.queue.insert(0 if front else len(self.queue), (props, raw))
 
     def connect(self, cfg, stop, **kwargs):
         conn = FakeConnection(self)

@@ -8,7 +8,6 @@ import pika
 import pika.exceptions
 import pytest
 
-from account_worker import amqp
 from account_worker.batch import Delivery, Instruction
 from account_worker.config import load_config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
@@ -30,10 +29,17 @@ def open_session(cfg) -> tuple[Session, RecordingConnection]:
     return session, conn
 
 
+_RECEIVED: dict[Session, list[Delivery]] = {}
+
+
 def received(session: Session, tag: int, **changes) -> Delivery:
-    """A delivery as the session's consumer callback stamps it."""
-    properties = pika.BasicProperties(message_id=f"m{tag}", **changes)
-    return amqp.delivery_from_pika(Method(tag), properties, b"{}", session)
+    """A delivery received through the session's consumer callback (so the session counts it unsettled)."""
+    got: list[Delivery] = _RECEIVED.setdefault(session, [])
+    session.consume(lambda delivery: got.append(delivery) or True)
+    channel = session._channel  # the RecordingChannel: its basic_consume call holds the callback
+    callback = next(kw["on_message_callback"] for name, kw in channel.calls if name == "basic_consume")
+    callback(channel, Method(tag), pika.BasicProperties(message_id=f"m{tag}", **changes), b"{}")
+    return got[-1]
 
 
 def frames(conn: RecordingConnection) -> list[tuple]:
@@ -63,7 +69,7 @@ def test_runs_of_acks_are_acked_with_one_multiple_frame_in_order(cfg):
         [
             Instruction(d[0], Ack()),
             Instruction(d[1], Ack()),
-            Instruction(d[2], Retry(2, 1500, "transient failure: x")),
+            Instruction(d[2], Retry(2, 1500, "action failed: x")),
             Instruction(d[3], Ack()),
             Instruction(d[4], Ack()),
         ]
@@ -80,9 +86,9 @@ def test_dead_letter_is_published_with_redacted_reason_then_acked(cfg):
     session, conn = open_session(cfg)
     delivery = received(session, 1)
     conn.ch.calls.clear()
-    session.settle([Instruction(delivery, DeadLetter("permanent failure: apikey k3y refused"))])
+    session.settle([Instruction(delivery, DeadLetter("action failed: apikey k3y refused"))])
     assert frames(conn) == [("publish", "jobs.dlx", "jobs"), ("ack", 1, False)]
-    assert conn.ch.calls[0][1]["properties"].headers["x-worker-reason"] == "permanent failure: apikey *** refused"
+    assert conn.ch.calls[0][1]["properties"].headers["x-worker-reason"] == "action failed: apikey *** refused"
 
 
 def test_requeue_is_a_nack_with_requeue(cfg):
