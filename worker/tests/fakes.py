@@ -373,3 +373,46 @@ def wait_for(predicate, timeout=5.0):
             return
         time.sleep(0.01)
     raise AssertionError("condition not reached")
+
+
+class QueueChannel:
+    """A confirm-mode channel on an in-memory broker of named queues, for basic.get tools (the DLQ)."""
+
+    def __init__(self, queues: dict[str, list[tuple]]) -> None:
+        self.queues = queues  # name -> [(properties, body)]
+        self.unacked: dict[int, tuple[str, tuple]] = {}
+        self.next_tag = 0
+        self.published: list[tuple] = []
+        self.is_open = True
+        self.refuse_publish = False
+
+    def queue_declare(self, queue, passive=False):
+        count = len(self.queues[queue])
+        return type("Ok", (), {"method": type("M", (), {"message_count": count})()})()
+
+    def basic_get(self, queue, auto_ack=False):
+        if not self.queues[queue]:
+            return None, None, None
+        message = self.queues[queue].pop(0)
+        self.next_tag += 1
+        self.unacked[self.next_tag] = (queue, message)
+        return Method(self.next_tag), message[0], message[1]
+
+    def basic_ack(self, delivery_tag, multiple=False):
+        self.unacked.pop(delivery_tag)
+
+    def basic_nack(self, delivery_tag, multiple=False, requeue=True):
+        tags = sorted(t for t in self.unacked if multiple and (delivery_tag == 0 or t <= delivery_tag))
+        returned: dict[str, list[tuple]] = {}
+        for tag in tags or [delivery_tag]:
+            queue, message = self.unacked.pop(tag)
+            returned.setdefault(queue, []).append(message)
+        for queue, messages in returned.items():  # back at the head, in their order
+            self.queues[queue][:0] = messages
+
+    def basic_publish(self, exchange, routing_key, body, properties=None, mandatory=False):
+        if self.refuse_publish:
+            raise pika.exceptions.NackError([])
+        self.published.append((exchange, routing_key, body, properties))
+        if exchange == "":
+            self.queues.setdefault(routing_key, []).append((properties, body))
