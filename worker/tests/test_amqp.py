@@ -105,7 +105,7 @@ def test_publish_dead_letter_carries_reason(cfg):
     assert props.headers["x-worker-reason"] == "bad apikey"
     assert props.headers["x-worker-failed-at"] == "2024-05-01T12:00:00+00:00"
     assert props.headers["x-original-queue"] == "jobs"
-    assert props.headers["x-attempt"] == 2
+    assert props.headers["x-attempt"] == 2 and "x-delivery-count" not in props.headers
     assert props.expiration is None and props.correlation_id == "c1"
 
 

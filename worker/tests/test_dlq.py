@@ -58,6 +58,7 @@ def test_summary_counts_per_reason_and_removes_nothing(cfg, channel):
         "total": 4,
         "oldest": "2026-11-25T09:00:00+00:00",
         "newest": "2026-11-25T11:00:00+00:00",
+        "max_delivery_count": 2,
         "reasons": {
             "invalid message: header x-attempt must be between 1 and 1000": 2,
             "unknown account: 42": 1,
@@ -65,7 +66,10 @@ def test_summary_counts_per_reason_and_removes_nothing(cfg, channel):
         },
     }
     assert ids(channel, "jobs.dlq") == ["a1", "b1", "a2", "c1"]  # all back, in order
-    assert not channel.unacked and not channel.published
+    assert not channel.unacked and {p[:2] for p in channel.published} == {("", "jobs.dlq")}
+    kept = channel.queues["jobs.dlq"][0][0].headers
+    assert "x-delivery-count" not in kept  # never given back: the broker's count does not grow
+    assert kept["x-worker-reason"].startswith("invalid message") and kept["x-death"] == [{"count": 1}]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +93,7 @@ def test_replay_moves_the_selected_ones_with_the_counters_reset(cfg, channel, se
 
 def test_replay_dry_run_moves_nothing(cfg, channel):
     assert dlq.replay(channel, cfg, dlq.Selector(reason="x-attempt"), dry_run=True) == (2, 2)
-    assert ids(channel, "jobs.dlq") == ["a1", "b1", "a2", "c1"] and not channel.published
+    assert ids(channel, "jobs.dlq") == ["a1", "b1", "a2", "c1"] and ids(channel, "jobs") == []
 
 
 def test_a_refused_copy_leaves_the_dead_letter_in_place(cfg, channel):

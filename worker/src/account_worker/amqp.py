@@ -227,11 +227,15 @@ def publish_retry(channel: Any, cfg: Config, delivery: Delivery, next_attempt: i
 def publish_dead_letter(
     channel: Any, cfg: Config, delivery: Delivery, reason: str, now: datetime | None = None
 ) -> None:
-    """Publish a copy carrying the reason to the DLX (basic_reject cannot carry one)."""
+    """Publish a copy carrying the reason to the DLX (basic_reject cannot carry one).
+
+    The broker's x-delivery-count of the original stays behind: the copy is a new message.
+    """
     failed_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     properties = copy_properties(
         delivery.properties,
         {REASON_HEADER: reason, FAILED_AT_HEADER: failed_at, ORIGINAL_QUEUE_HEADER: cfg.queue},
+        drop=(DELIVERY_COUNT_HEADER,),
         expiration=None,
         delivery_mode=pika.DeliveryMode.Persistent,
     )

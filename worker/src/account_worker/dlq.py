@@ -3,17 +3,23 @@
 Configured like the worker (WORKER_AMQP_URLS, WORKER_QUEUE, ...: run it with the worker's
 envdir, `chpst -e /etc/account-worker/env account-worker-dlq summary`).
 
-summary reads every dead letter with basic.get (manual ack) and, once it has seen them all,
-gives them back with one basic.nack(multiple, requeue): nothing is removed and the order is
-kept.  The broker counts that as a return (a quorum queue raises x-delivery-count), which
-matters only if the DLQ had a delivery limit: it has none in this bundle's topology.
+AMQP 0.9.1 has no way to read a quorum queue without taking its messages, and giving one
+back (nack/requeue, or closing the channel) raises its x-delivery-count: RabbitMQ 4.0
+gives every quorum queue a delivery limit of 20 by default, and jobs.dlq has no
+dead-letter exchange, so a DLQ read twenty times that way would silently drop its
+messages.  The tools therefore never give a message back: each dead letter is taken with
+basic.get (manual ack), and one that stays is republished to the tail of the DLQ as a
+copy (same body and properties, x-death and the worker's reason included; only the
+broker's x-delivery-count is left out) on a confirm-mode channel, and the original is
+acked only once the broker has confirmed the copy.  A pass reads the messages present
+when it starts, so the DLQ keeps its order.  If the tool dies between a confirm and its
+ack, that one dead letter is there twice, never lost.
 
-replay moves the selected dead letters (by reason substring, message id, message id prefix,
-or all) back to the work queue: each one is republished to the default exchange with
-routing key WORKER_QUEUE, mandatory, on a confirm-mode channel, and acked in the DLQ only
-once the broker has confirmed the copy; the copy leaves the worker's and the broker's
-bookkeeping headers behind (x-attempt, x-delivery-count, x-death, x-worker-*), so it starts
-again at attempt 1.  The others are given back as summary does.
+summary counts per reason, with the oldest and newest x-worker-failed-at.  replay moves
+the selected dead letters (by reason substring, message id, message id prefix, or all)
+to the work queue the same way (publish, confirm, then ack), without the worker's and the
+broker's bookkeeping headers (x-attempt, x-delivery-count, x-death, x-worker-*), so each
+starts again at attempt 1.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import pika
 from account_worker import amqp
 from account_worker.config import Config, load_config
 from account_worker.errors import ConfigError
-from account_worker.messages import ATTEMPT_HEADER, DELIVERY_COUNT_HEADER
+from account_worker.messages import ATTEMPT_HEADER, DELIVERY_COUNT_HEADER, delivery_count
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,9 +54,11 @@ class Summary:
     reasons: Counter[str] = field(default_factory=Counter)
     oldest: str | None = None  # x-worker-failed-at (ISO 8601, UTC): strings sort like the times
     newest: str | None = None
+    max_delivery_count: int = 0  # the broker's count of returns: 0 unless something gave dead letters back
 
     def add(self, headers: Mapping[str, Any]) -> None:
         self.total += 1
+        self.max_delivery_count = max(self.max_delivery_count, delivery_count(headers))
         self.reasons[_text(headers.get(amqp.REASON_HEADER)) or "(no reason: dead-lettered by the broker)"] += 1
         failed_at = _text(headers.get(amqp.FAILED_AT_HEADER))
         if failed_at:
@@ -62,6 +70,7 @@ class Summary:
             "total": self.total,
             "oldest": self.oldest,
             "newest": self.newest,
+            "max_delivery_count": self.max_delivery_count,
             "reasons": dict(self.reasons.most_common()),
         }
 
@@ -98,22 +107,27 @@ def _bookkeeping(headers: Mapping[str, Any]) -> tuple[str, ...]:
 def walk(channel: Any, queue: str, visit: Callable[[Any, Any, bytes], bool]) -> int:
     """basic.get each message present at the start; visit() returns True if it settled it.
 
-    Unsettled ones are given back at the end with one nack(multiple, requeue).  Returns how many
-    messages were seen.
+    One it did not settle is put back at the tail as a confirmed copy, then acked (see the
+    module docstring).  If anything fails, the message in hand is given back (nack, requeue).
+    Returns how many messages were seen.
     """
     present = channel.queue_declare(queue=queue, passive=True).method.message_count
-    seen = unsettled = 0
+    seen = 0
+    in_hand = False
     try:
         while seen < present:
             method, properties, body = channel.basic_get(queue=queue, auto_ack=False)
             if method is None:
                 break
             seen += 1
-            unsettled += 1  # until visit() says it settled it (it may raise first)
-            if visit(method, properties, body):
-                unsettled -= 1
+            in_hand = True
+            if not visit(method, properties, body):
+                copy = amqp.copy_properties(properties, {}, drop=(DELIVERY_COUNT_HEADER,))
+                channel.basic_publish(exchange="", routing_key=queue, body=body, properties=copy, mandatory=True)
+                channel.basic_ack(delivery_tag=method.delivery_tag)
+            in_hand = False
     finally:
-        if unsettled and channel.is_open:
+        if in_hand and channel.is_open:
             channel.basic_nack(delivery_tag=0, multiple=True, requeue=True)
     return seen
 
