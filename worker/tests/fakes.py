@@ -283,7 +283,11 @@ class FakeChannel:
         self._settle(delivery_tag, requeue)
 
     def basic_publish(self, exchange, routing_key, body, properties=None, mandatory=False):
+        assert threading.current_thread() is self.broker.io_thread, "pika used off the I/O thread"
         self.broker.published.append((exchange, routing_key, body, properties))
+        if exchange == "" and routing_key == "jobs":  # a message given back: a new one at the tail
+            self.broker.queue.append((properties, body))
+            self.broker.events.append(("given_back", properties.message_id))
 
     def deliver(self) -> None:
         while self.consumer and self.broker.queue and len(self.unacked) < self.broker.prefetch:

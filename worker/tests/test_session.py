@@ -91,9 +91,25 @@ def test_dead_letter_is_published_with_redacted_reason_then_acked(cfg):
     assert conn.ch.calls[0][1]["properties"].headers["x-worker-reason"] == "action failed: apikey *** refused"
 
 
-def test_requeue_is_a_nack_with_requeue(cfg):
+def test_requeue_gives_the_message_back_as_a_new_one(cfg):
+    """Not a nack: that would raise x-delivery-count, which the crash-loop guard reads."""
+    session, conn = open_session(cfg)
+    delivery = received(session, 1, headers={"x-delivery-count": 1, "trace": "t"})
+    conn.ch.calls.clear()
+    session.settle([Instruction(delivery, Requeue("database unavailable"))])
+    assert frames(conn) == [("publish", "", "jobs"), ("ack", 1, False)]
+    copy = conn.ch.calls[0][1]["properties"]
+    assert copy.message_id == "m1" and copy.headers == {"trace": "t"}
+
+
+def test_a_refused_give_back_is_a_nack_with_requeue(cfg):
     session, conn = open_session(cfg)
     delivery = received(session, 1)
+
+    def refuse(**kwargs):
+        raise pika.exceptions.NackError([])
+
+    conn.ch.basic_publish = refuse
     conn.ch.calls.clear()
     session.settle([Instruction(delivery, Requeue("database unavailable"))])
     assert frames(conn) == [("nack", 1, True)]
@@ -130,7 +146,7 @@ def test_delivery_from_a_dropped_connection_is_never_settled_on_the_new_one(cfg,
     conn.ch.calls.clear()
     new.settle([Instruction(stale, Ack()), Instruction(stale, DeadLetter("x")), Instruction(fresh, Requeue("r"))])
     new.requeue([stale])
-    assert frames(conn) == [("nack", 1, True)]  # only the new channel's own delivery
+    assert frames(conn) == [("publish", "", "jobs"), ("ack", 1, False)]  # only the new channel's own delivery
     assert [r.getMessage() for r in caplog.records].count("stale_delivery_dropped") == 2
     assert new.owns(fresh) and not new.owns(stale)
 
@@ -150,7 +166,7 @@ def test_refused_delivery_is_requeued_by_the_session(cfg):
     session, conn = open_session(cfg)
     session.consume(lambda delivery: False)
     session._on_message(conn.ch, Method(7), pika.BasicProperties(message_id="m7"), b"{}")
-    assert frames(conn) == [("nack", 7, True)]
+    assert frames(conn) == [("publish", "", "jobs"), ("ack", 7, False)]
 
 
 def test_consume_and_cancel_are_idempotent(cfg):

@@ -224,6 +224,12 @@ def publish_retry(channel: Any, cfg: Config, delivery: Delivery, next_attempt: i
     )
 
 
+def publish_again(channel: Any, cfg: Config, delivery: Delivery) -> None:
+    """Put a copy of the delivery back at the tail of the work queue (a new message: no x-delivery-count)."""
+    properties = copy_properties(delivery.properties, {}, drop=(DELIVERY_COUNT_HEADER,))
+    channel.basic_publish(exchange="", routing_key=cfg.queue, body=delivery.body, properties=properties, mandatory=True)
+
+
 def publish_dead_letter(
     channel: Any, cfg: Config, delivery: Delivery, reason: str, now: datetime | None = None
 ) -> None:

@@ -83,7 +83,23 @@ class Session:
         delivery = amqp.delivery_from_pika(method, properties, body, self)
         self._unsettled.add(delivery.tag)
         if not self._on_delivery(delivery):
+            self._give_back(delivery)
+
+    def _give_back(self, delivery: Delivery) -> None:
+        """Return a delivery the worker chose not to finish (database away, stopping) to the queue.
+
+        As a confirmed copy at the tail, then ack: a nack with requeue would raise the message's
+        x-delivery-count, which the crash-loop guard reads as "in flight when a worker died"; a
+        message bounced by every instance through one database outage would look like a crash
+        loop.  If the copy is refused, nack with requeue after all.
+        """
+        try:
+            amqp.publish_again(self._channel, self._cfg, delivery)
+        except amqp.PUBLISH_ERRORS as exc:
+            log_event(self._log, logging.WARNING, "give_back_failed", message_id=delivery.message_id, error=repr(exc))
             self._nack(delivery.tag)
+            return
+        self._ack(delivery.tag)
 
     def _ack(self, tag: int) -> None:
         self._channel.basic_ack(delivery_tag=tag)
@@ -106,10 +122,10 @@ class Session:
     # ------------------------------------------------------------------ settling
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
-        """Nack with requeue the deliveries of this session; others are dead tags, the broker has them back."""
+        """Give back the deliveries of this session (see _give_back); others are dead tags, the broker has them back."""
         for delivery in deliveries:
             if self.owns(delivery):
-                self._nack(delivery.tag)
+                self._give_back(delivery)
 
     def settle(self, instructions: Sequence[Instruction]) -> None:
         """Carry out a batch's instructions in order, acking runs of Acks with one frame where that is exact.
@@ -141,7 +157,7 @@ class Session:
         channel = self._channel
         match decision:
             case Requeue():
-                self._nack(delivery.tag)
+                self._give_back(delivery)
             case Retry(next_attempt=next_attempt, delay_ms=delay_ms):
                 self._republish_then_ack(
                     delivery,
