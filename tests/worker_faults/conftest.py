@@ -11,6 +11,7 @@ from support.jobs import JobPublisher
 from support.reports import REPORTS, read_report, write_report
 
 REPORT = REPORTS / "worker-faults.json"
+COLUMNS = ("test", "sent", "recorded", "duplicates", "dead_lettered")
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(
                 f"{r['test']:<26} {r['sent']:>4}  {r['recorded']:>8}  {r['duplicates']:>10}  {r['dead_lettered']:>13}"
             )
+            extra = {k: v for k, v in r.items() if k not in COLUMNS}
+            if extra:
+                terminalreporter.write_line("    " + ", ".join(f"{k}={v}" for k, v in extra.items()))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pika
 import pika.exceptions
 import psycopg
 
-from account_worker.errors import DatabaseUnavailable
+from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.messages import Job
 from account_worker.store import RecordedRun, Run
 
@@ -36,7 +36,11 @@ class Clock:
 
 
 class FakeStore:
-    """In-memory accounts + job_runs; a name in `down_on` makes that call fail like a dead database."""
+    """In-memory accounts + job_runs; a name in `down_on` makes that call fail like a dead database.
+
+    Like PostgreSQL, a call that carries a value in `rejected` (an account_uuid or a message_id)
+    fails as a whole with RecordRejected (or with `reject_with`, when set) and changes nothing.
+    """
 
     def __init__(self, accounts: dict[str, str]) -> None:
         self.accounts = accounts
@@ -44,6 +48,13 @@ class FakeStore:
         self.down_on: set[str] = set()
         self.calls: list[str] = []
         self.commits = 0
+        self.rejected: set[str] = set()
+        self.reject_with: Exception | None = None
+
+    def _refuse(self, values: Sequence[str]) -> None:
+        bad = sorted(set(values) & self.rejected)
+        if bad:
+            raise self.reject_with or RecordRejected(f"value out of range: {bad[0]}")
 
     def _check(self, name: str) -> None:
         self.calls.append(name)
@@ -52,14 +63,17 @@ class FakeStore:
 
     def lookup_hosts(self, account_uuids: Sequence[str]) -> dict[str, str]:
         self._check("lookup_hosts")
+        self._refuse(account_uuids)
         return {u: self.accounts[u] for u in account_uuids if u in self.accounts}
 
     def find_runs(self, message_ids: Sequence[str]) -> dict[str, RecordedRun]:
         self._check("find_runs")
+        self._refuse(message_ids)
         return {m: self.runs[m]._replace(already_done=True) for m in message_ids if m in self.runs}
 
     def record_runs(self, runs: Sequence[Run]) -> list[RecordedRun]:
         self._check("record_runs")
+        self._refuse([r.message_id for r in runs])
         out = []
         for run in runs:
             if run.message_id in self.runs:
@@ -269,7 +283,11 @@ class FakeChannel:
         self._settle(delivery_tag, requeue)
 
     def basic_publish(self, exchange, routing_key, body, properties=None, mandatory=False):
+        assert threading.current_thread() is self.broker.io_thread, "pika used off the I/O thread"
         self.broker.published.append((exchange, routing_key, body, properties))
+        if exchange == "" and routing_key == "jobs":  # a message given back: a new one at the tail
+            self.broker.queue.append((properties, body))
+            self.broker.events.append(("given_back", properties.message_id))
 
     def deliver(self) -> None:
         while self.consumer and self.broker.queue and len(self.unacked) < self.broker.prefetch:
@@ -338,9 +356,10 @@ class Broker:
         self.drop_connection = threading.Event()
         self.io_thread: threading.Thread | None = None
 
-    def publish(self, message_id, account="u1", apikey="key", body=None, *, front=False):
+    def publish(self, message_id, account="u1", apikey="key", body=None, *, front=False, headers=None):
         raw = body if body is not None else json.dumps({"apikey": apikey, "account_uuid": account}).encode()
-        self.queue.insert(0 if front else len(self.queue), (pika.BasicProperties(message_id=message_id), raw))
+        props = pika.BasicProperties(message_id=message_id, headers=headers)
+        self.queue.insert(0 if front else len(self.queue), (props, raw))
 
     def connect(self, cfg, stop, **kwargs):
         conn = FakeConnection(self)
@@ -358,3 +377,46 @@ def wait_for(predicate, timeout=5.0):
             return
         time.sleep(0.01)
     raise AssertionError("condition not reached")
+
+
+class QueueChannel:
+    """A confirm-mode channel on an in-memory broker of named queues, for basic.get tools (the DLQ)."""
+
+    def __init__(self, queues: dict[str, list[tuple]]) -> None:
+        self.queues = queues  # name -> [(properties, body)]
+        self.unacked: dict[int, tuple[str, tuple]] = {}
+        self.next_tag = 0
+        self.published: list[tuple] = []
+        self.is_open = True
+        self.refuse_publish = False
+
+    def queue_declare(self, queue, passive=False):
+        count = len(self.queues[queue])
+        return type("Ok", (), {"method": type("M", (), {"message_count": count})()})()
+
+    def basic_get(self, queue, auto_ack=False):
+        if not self.queues[queue]:
+            return None, None, None
+        message = self.queues[queue].pop(0)
+        self.next_tag += 1
+        self.unacked[self.next_tag] = (queue, message)
+        return Method(self.next_tag), message[0], message[1]
+
+    def basic_ack(self, delivery_tag, multiple=False):
+        self.unacked.pop(delivery_tag)
+
+    def basic_nack(self, delivery_tag, multiple=False, requeue=True):
+        tags = sorted(t for t in self.unacked if multiple and (delivery_tag == 0 or t <= delivery_tag))
+        returned: dict[str, list[tuple]] = {}
+        for tag in tags or [delivery_tag]:
+            queue, message = self.unacked.pop(tag)
+            returned.setdefault(queue, []).append(message)
+        for queue, messages in returned.items():  # back at the head, in their order
+            self.queues[queue][:0] = messages
+
+    def basic_publish(self, exchange, routing_key, body, properties=None, mandatory=False):
+        if self.refuse_publish:
+            raise pika.exceptions.NackError([])
+        self.published.append((exchange, routing_key, body, properties))
+        if exchange == "":
+            self.queues.setdefault(routing_key, []).append((properties, body))

@@ -74,7 +74,7 @@ def test_declare_topology(cfg):
 def original() -> Delivery:
     props = pika.BasicProperties(
         message_id="m1",
-        headers={"x-attempt": 2, "trace": "t"},
+        headers={"x-attempt": 2, "trace": "t", "x-delivery-count": 2},
         expiration="60000",
         content_type="application/json",
         reply_to="r",
@@ -105,7 +105,7 @@ def test_publish_dead_letter_carries_reason(cfg):
     assert props.headers["x-worker-reason"] == "bad apikey"
     assert props.headers["x-worker-failed-at"] == "2024-05-01T12:00:00+00:00"
     assert props.headers["x-original-queue"] == "jobs"
-    assert props.headers["x-attempt"] == 2
+    assert props.headers["x-attempt"] == 2 and "x-delivery-count" not in props.headers
     assert props.expiration is None and props.correlation_id == "c1"
 
 
@@ -116,3 +116,15 @@ def test_publish_reply():
     assert (kwargs["exchange"], kwargs["routing_key"]) == ("", "r")
     assert kwargs["properties"].correlation_id == "c1"
     assert kwargs["body"] == b'{"account_uuid":"u","host":"h","status":"done","message_id":"m1"}'
+
+
+def test_a_copy_drops_headers_pika_cannot_encode_back(cfg):
+    props = pika.BasicProperties(message_id="m1", headers={"ratio": 1.5, "huge": 2**70, "ok": "yes"})
+    delivery = Delivery(tag=1, source=None, body=b"{}", message_id="m1", properties=props)
+    channel = RecordingChannel()
+    amqp.publish_dead_letter(channel, cfg, delivery, "invalid message: x")
+    headers = channel.calls[0][1]["properties"].headers
+    assert headers["ok"] == "yes" and "ratio" not in headers and "huge" not in headers
+    assert headers["x-worker-dropped-headers"] == "huge,ratio"
+    assert headers["x-worker-reason"] == "invalid message: x"
+    channel.calls[0][1]["properties"].encode()

@@ -86,7 +86,7 @@ def test_poison_is_dead_lettered_with_reasons(store):
     assert reasons[0] == "invalid message: body is not JSON"
     assert reasons[1] == "bad apikey"
     assert reasons[2] == "unknown account: nobody"
-    assert reasons[3] == "permanent failure: PermanentJobError: host rejected"
+    assert reasons[3] == "action failed: PermanentJobError: host rejected"
     assert reasons[4] == "invalid message: missing message_id property"
     assert verdicts(result)[5] is Ack
     assert set(store.runs) == {"m6"}  # failures are not recorded as runs
@@ -114,7 +114,7 @@ def test_unexpected_exception_and_bad_status_are_bounded_retries(store):
     action = FakeAction({"u1": ZeroDivisionError("x"), "u2": ""})
     result = process_batch([delivery(1, "u1"), delivery(2, "u2")], store, action, SETTINGS)
     assert verdicts(result) == [Retry, Retry]
-    assert "unexpected error: ZeroDivisionError" in result.instructions[0].decision.reason
+    assert "action failed: ZeroDivisionError" in result.instructions[0].decision.reason
 
 
 @pytest.mark.parametrize("failing", ["lookup_hosts", "find_runs", "record_runs"])

@@ -8,6 +8,7 @@ from account_worker.errors import (
     DatabaseUnavailable,
     InvalidMessage,
     PermanentJobError,
+    RecordRejected,
     TransientJobError,
     UnknownAccount,
 )
@@ -23,7 +24,8 @@ def test_success_acks():
         (InvalidMessage("body is not JSON"), "invalid message: body is not JSON"),
         (UnknownAccount("u-9"), "unknown account: u-9"),
         (BadApiKey(), "bad apikey"),
-        (PermanentJobError("host refused"), "permanent failure: PermanentJobError: host refused"),
+        (PermanentJobError("host refused"), "action failed: PermanentJobError: host refused"),
+        (RecordRejected("integer out of range"), "record rejected by the database: integer out of range"),
     ],
 )
 def test_poison_is_dead_lettered_immediately(error, reason):
@@ -56,7 +58,7 @@ def test_unexpected_error_is_bounded_transient():
     assert isinstance(decide(KeyError("boom"), 1, 3, 10), Retry)
     final = decide(KeyError("boom"), 3, 3, 10)
     assert isinstance(final, DeadLetter)
-    assert "unexpected error: KeyError" in final.reason
+    assert final.reason.startswith("retries exhausted: action failed: KeyError")
 
 
 def test_database_unavailable_is_never_dead_lettered():

@@ -8,7 +8,6 @@ import pika
 import pika.exceptions
 import pytest
 
-from account_worker import amqp
 from account_worker.batch import Delivery, Instruction
 from account_worker.config import load_config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
@@ -30,10 +29,17 @@ def open_session(cfg) -> tuple[Session, RecordingConnection]:
     return session, conn
 
 
+_RECEIVED: dict[Session, list[Delivery]] = {}
+
+
 def received(session: Session, tag: int, **changes) -> Delivery:
-    """A delivery as the session's consumer callback stamps it."""
-    properties = pika.BasicProperties(message_id=f"m{tag}", **changes)
-    return amqp.delivery_from_pika(Method(tag), properties, b"{}", session)
+    """A delivery received through the session's consumer callback (so the session counts it unsettled)."""
+    got: list[Delivery] = _RECEIVED.setdefault(session, [])
+    session.consume(lambda delivery: got.append(delivery) or True)
+    channel = session._channel  # the RecordingChannel: its basic_consume call holds the callback
+    callback = next(kw["on_message_callback"] for name, kw in channel.calls if name == "basic_consume")
+    callback(channel, Method(tag), pika.BasicProperties(message_id=f"m{tag}", **changes), b"{}")
+    return got[-1]
 
 
 def frames(conn: RecordingConnection) -> list[tuple]:
@@ -63,7 +69,7 @@ def test_runs_of_acks_are_acked_with_one_multiple_frame_in_order(cfg):
         [
             Instruction(d[0], Ack()),
             Instruction(d[1], Ack()),
-            Instruction(d[2], Retry(2, 1500, "transient failure: x")),
+            Instruction(d[2], Retry(2, 1500, "action failed: x")),
             Instruction(d[3], Ack()),
             Instruction(d[4], Ack()),
         ]
@@ -80,14 +86,30 @@ def test_dead_letter_is_published_with_redacted_reason_then_acked(cfg):
     session, conn = open_session(cfg)
     delivery = received(session, 1)
     conn.ch.calls.clear()
-    session.settle([Instruction(delivery, DeadLetter("permanent failure: apikey k3y refused"))])
+    session.settle([Instruction(delivery, DeadLetter("action failed: apikey k3y refused"))])
     assert frames(conn) == [("publish", "jobs.dlx", "jobs"), ("ack", 1, False)]
-    assert conn.ch.calls[0][1]["properties"].headers["x-worker-reason"] == "permanent failure: apikey *** refused"
+    assert conn.ch.calls[0][1]["properties"].headers["x-worker-reason"] == "action failed: apikey *** refused"
 
 
-def test_requeue_is_a_nack_with_requeue(cfg):
+def test_requeue_gives_the_message_back_as_a_new_one(cfg):
+    """Not a nack: that would raise x-delivery-count, which the crash-loop guard reads."""
+    session, conn = open_session(cfg)
+    delivery = received(session, 1, headers={"x-delivery-count": 1, "trace": "t"})
+    conn.ch.calls.clear()
+    session.settle([Instruction(delivery, Requeue("database unavailable"))])
+    assert frames(conn) == [("publish", "", "jobs"), ("ack", 1, False)]
+    copy = conn.ch.calls[0][1]["properties"]
+    assert copy.message_id == "m1" and copy.headers == {"trace": "t"}
+
+
+def test_a_refused_give_back_is_a_nack_with_requeue(cfg):
     session, conn = open_session(cfg)
     delivery = received(session, 1)
+
+    def refuse(**kwargs):
+        raise pika.exceptions.NackError([])
+
+    conn.ch.basic_publish = refuse
     conn.ch.calls.clear()
     session.settle([Instruction(delivery, Requeue("database unavailable"))])
     assert frames(conn) == [("nack", 1, True)]
@@ -124,7 +146,7 @@ def test_delivery_from_a_dropped_connection_is_never_settled_on_the_new_one(cfg,
     conn.ch.calls.clear()
     new.settle([Instruction(stale, Ack()), Instruction(stale, DeadLetter("x")), Instruction(fresh, Requeue("r"))])
     new.requeue([stale])
-    assert frames(conn) == [("nack", 1, True)]  # only the new channel's own delivery
+    assert frames(conn) == [("publish", "", "jobs"), ("ack", 1, False)]  # only the new channel's own delivery
     assert [r.getMessage() for r in caplog.records].count("stale_delivery_dropped") == 2
     assert new.owns(fresh) and not new.owns(stale)
 
@@ -144,7 +166,7 @@ def test_refused_delivery_is_requeued_by_the_session(cfg):
     session, conn = open_session(cfg)
     session.consume(lambda delivery: False)
     session._on_message(conn.ch, Method(7), pika.BasicProperties(message_id="m7"), b"{}")
-    assert frames(conn) == [("nack", 7, True)]
+    assert frames(conn) == [("publish", "", "jobs"), ("ack", 7, False)]
 
 
 def test_consume_and_cancel_are_idempotent(cfg):

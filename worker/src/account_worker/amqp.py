@@ -22,7 +22,7 @@ from account_worker.backoff import backoff_delay
 from account_worker.batch import Delivery
 from account_worker.config import Config
 from account_worker.logsetup import LOGGER_NAME, log_event
-from account_worker.messages import ATTEMPT_HEADER
+from account_worker.messages import ATTEMPT_HEADER, DELIVERY_COUNT_HEADER
 from account_worker.redact import redact_url
 
 # Errors after which the connection (and every delivery tag on it) is gone.
@@ -33,6 +33,7 @@ PUBLISH_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.UnroutableErr
 REASON_HEADER = "x-worker-reason"
 FAILED_AT_HEADER = "x-worker-failed-at"
 ORIGINAL_QUEUE_HEADER = "x-original-queue"
+DROPPED_HEADERS_HEADER = "x-worker-dropped-headers"
 # Broker-side redelivery cap on the main queue: only requeues count (crashes, database
 # outages - at most one per outage per in-flight message); retries are new messages.
 DELIVERY_LIMIT = 50
@@ -141,8 +142,10 @@ def delivery_from_pika(method: Any, properties: Any, body: bytes, source: object
     )
 
 
-def copy_properties(properties: Any, headers: Mapping[str, Any], **changes: Any) -> pika.BasicProperties:
-    """A new BasicProperties with every field of `properties`, extra headers and `changes`."""
+def copy_properties(
+    properties: Any, headers: Mapping[str, Any], *, drop: tuple[str, ...] = (), **changes: Any
+) -> pika.BasicProperties:
+    """A new BasicProperties with every field of `properties`, extra headers, headers in `drop` removed, `changes`."""
     fields = (
         "content_type",
         "content_encoding",
@@ -159,9 +162,36 @@ def copy_properties(properties: Any, headers: Mapping[str, Any], **changes: Any)
         "cluster_id",
     )
     values = {name: getattr(properties, name, None) for name in fields}
-    values["headers"] = {**(getattr(properties, "headers", None) or {}), **headers}
+    kept = {k: v for k, v in (getattr(properties, "headers", None) or {}).items() if k not in drop}
+    values["headers"] = {**kept, **headers}
     values.update(changes)
-    return pika.BasicProperties(**values)
+    return _encodable(pika.BasicProperties(**values))
+
+
+def _encodes(properties: pika.BasicProperties) -> bool:
+    try:
+        properties.encode()
+    except Exception:  # noqa: BLE001 - pika raises several types for a value it cannot encode
+        return False
+    return True
+
+
+def _encodable(properties: pika.BasicProperties) -> pika.BasicProperties:
+    """The properties, or, if pika cannot encode them back (a float header: pika decodes but never
+    encodes one), a copy without the offending headers, named in x-worker-dropped-headers."""
+    if _encodes(properties):
+        return properties
+    headers = properties.headers or {}
+    dropped = sorted(k for k, v in headers.items() if not _encodes(pika.BasicProperties(headers={k: v})))
+    properties.headers = {k: v for k, v in headers.items() if k not in dropped}
+    properties.headers[DROPPED_HEADERS_HEADER] = ",".join(ascii(k)[1:-1][:64] for k in dropped)[:1000]
+    if not _encodes(properties):  # not a header after all: keep only what the worker itself adds
+        properties = pika.BasicProperties(
+            headers={k: v for k, v in properties.headers.items() if k.startswith("x-worker-") or k == ATTEMPT_HEADER},
+            delivery_mode=properties.delivery_mode,
+            expiration=properties.expiration,
+        )
+    return properties
 
 
 def publish_reply(channel: Any, delivery: Delivery, reply: Mapping[str, str]) -> None:
@@ -178,10 +208,14 @@ def publish_reply(channel: Any, delivery: Delivery, reply: Mapping[str, str]) ->
 
 
 def publish_retry(channel: Any, cfg: Config, delivery: Delivery, next_attempt: int, delay_ms: int) -> None:
-    """Park a copy in the retry queue; it dead-letters back into the main queue after delay_ms."""
+    """Park a copy in the retry queue; it dead-letters back into the main queue after delay_ms.
+
+    The copy is a new message: the broker's count of returns of this one does not go with it.
+    """
     properties = copy_properties(
         delivery.properties,
         {ATTEMPT_HEADER: next_attempt},
+        drop=(DELIVERY_COUNT_HEADER,),
         expiration=str(delay_ms),
         delivery_mode=pika.DeliveryMode.Persistent,
     )
@@ -190,14 +224,24 @@ def publish_retry(channel: Any, cfg: Config, delivery: Delivery, next_attempt: i
     )
 
 
+def publish_again(channel: Any, cfg: Config, delivery: Delivery) -> None:
+    """Put a copy of the delivery back at the tail of the work queue (a new message: no x-delivery-count)."""
+    properties = copy_properties(delivery.properties, {}, drop=(DELIVERY_COUNT_HEADER,))
+    channel.basic_publish(exchange="", routing_key=cfg.queue, body=delivery.body, properties=properties, mandatory=True)
+
+
 def publish_dead_letter(
     channel: Any, cfg: Config, delivery: Delivery, reason: str, now: datetime | None = None
 ) -> None:
-    """Publish a copy carrying the reason to the DLX (basic_reject cannot carry one)."""
+    """Publish a copy carrying the reason to the DLX (basic_reject cannot carry one).
+
+    The broker's x-delivery-count of the original stays behind: the copy is a new message.
+    """
     failed_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     properties = copy_properties(
         delivery.properties,
         {REASON_HEADER: reason, FAILED_AT_HEADER: failed_at, ORIGINAL_QUEUE_HEADER: cfg.queue},
+        drop=(DELIVERY_COUNT_HEADER,),
         expiration=None,
         delivery_mode=pika.DeliveryMode.Persistent,
     )

@@ -4,21 +4,28 @@ process_batch() parses, checks apikeys, looks hosts up with one query, runs the
 action per job and records every successful run in one transaction.  Only then
 does it return instructions; the I/O thread carries them out (reply, retry,
 dead-letter, ack) so nothing is acknowledged before the commit.
+
+A batch is a bulkhead, never a shared fate: a failure that is not infrastructure
+(the database refusing one message's values, say) is narrowed down to the messages
+causing it by splitting the failing call in halves, and only those are dead-lettered.
+A message the broker got back unsettled before (quorum queues' x-delivery-count: the
+worker crashed or was stopped with it in flight) is processed alone, and once it has
+come back `crash_limit` times it is dead-lettered as having crashed the worker.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from account_worker.actions import Action
-from account_worker.decisions import Ack, Decision, Requeue, decide, reason_of
-from account_worker.errors import BadApiKey, DatabaseUnavailable, UnknownAccount
+from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, decide, reason_of
+from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
 from account_worker.logsetup import LOGGER_NAME, log_event
-from account_worker.messages import Job, parse_job
+from account_worker.messages import Job, delivery_count, parse_job, shown_message_id
 from account_worker.store import RecordedRun, Run, Store
 
 
@@ -61,6 +68,13 @@ class BatchSettings:
     max_attempts: int = 5
     retry_delay_ms: int = 5000
     apikey: str | None = None
+    crash_limit: int = 3  # returns to the queue (x-delivery-count) after which a message is dead-lettered
+
+
+CRASHED_REASON = "crashed the worker"
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _apikey_ok(expected: str | None, given: str) -> bool:
@@ -75,10 +89,106 @@ def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str] | N
     return {"account_uuid": job.account_uuid, "host": run.host, "status": run.status, "message_id": job.message_id}
 
 
+def narrow(items: Sequence[T], call: Callable[[Sequence[T]], R]) -> tuple[list[R], list[tuple[T, Exception]]]:
+    """call(items); if it fails other than DatabaseUnavailable, call it on halves until the culprits are alone.
+
+    Returns the results of the calls that succeeded and each item that fails alone with
+    its error.  Free on success (one call).  An error that is not RecordRejected is
+    attributed to the items only if some other items succeeded; if everything failed
+    with such an error, it is re-raised: that is not the messages' doing.
+    """
+    results: list[R] = []
+    failed: list[tuple[T, Exception]] = []
+    pending: list[Sequence[T]] = [items]
+    while pending:
+        chunk = pending.pop()
+        try:
+            results.append(call(chunk))
+        except DatabaseUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - narrowed down, then classified below
+            if len(chunk) == 1:
+                failed.append((chunk[0], exc))
+            else:
+                half = len(chunk) // 2
+                pending.extend((chunk[half:], chunk[:half]))  # popped in order: first half first
+    if failed and not results:
+        for _, error in failed:
+            if not isinstance(error, RecordRejected):
+                raise error
+    return results, failed
+
+
+def _rejected(exc: Exception) -> RecordRejected:
+    if isinstance(exc, RecordRejected):
+        return exc
+    return RecordRejected(f"{type(exc).__name__}: {exc}")
+
+
 def requeue_all(deliveries: Sequence[Delivery], reason: str, *, database_down: bool) -> BatchResult:
     """Give every delivery back to the queue: nothing acked, nothing dead-lettered."""
     decision = Requeue(reason)
     return BatchResult(tuple(Instruction(d, decision) for d in deliveries), database_down=database_down)
+
+
+def process_in_groups(
+    deliveries: Sequence[Delivery],
+    store: Store,
+    action: Action,
+    settings: BatchSettings,
+    logger: logging.Logger | None = None,
+) -> Iterator[BatchResult]:
+    """Process a batch as results to carry out one after the other, each settling some deliveries.
+
+    First the deliveries the broker got back unsettled `crash_limit` times, dead-lettered
+    unprocessed; then every delivery seen for the first time, together; then each one the
+    broker got back fewer times, alone, fewest returns first: if one of those crashes the
+    worker, the results yielded before it are already settled, and it took no neighbour
+    along.  Once the database is unavailable, what is left is requeued (database_down set).
+    """
+    log = logger or logging.getLogger(LOGGER_NAME)
+    crashed: list[Instruction] = []
+    clean: list[Delivery] = []
+    suspects: list[tuple[int, Delivery]] = []
+    for delivery in deliveries:
+        returned = delivery_count(delivery.headers)
+        if returned >= settings.crash_limit:
+            decision = DeadLetter(f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)")
+            log_event(
+                log,
+                logging.ERROR,
+                "crash_loop_stopped",
+                message_id=shown_message_id(delivery.message_id),
+                delivery_count=returned,
+                decision=decision.verdict,
+                reason=decision.reason,
+            )
+            crashed.append(Instruction(delivery, decision))
+        elif returned:
+            suspects.append((returned, delivery))
+        else:
+            clean.append(delivery)
+    if crashed:
+        yield BatchResult(tuple(crashed))
+    groups = ([clean] if clean else []) + [[d] for _, d in sorted(suspects, key=lambda item: item[0])]
+    for number, group in enumerate(groups):
+        returned = delivery_count(group[0].headers)
+        if returned:
+            log_event(
+                log,
+                logging.WARNING,
+                "processing_alone",
+                message_id=shown_message_id(group[0].message_id),
+                delivery_count=returned,
+                crash_limit=settings.crash_limit,
+            )
+        result = _process_group(group, store, action, settings, log)
+        yield result
+        if result.database_down:
+            rest = [d for later in groups[number + 1 :] for d in later]
+            if rest:
+                yield requeue_all(rest, "database unavailable", database_down=True)
+            return
 
 
 def process_batch(
@@ -88,12 +198,24 @@ def process_batch(
     settings: BatchSettings,
     logger: logging.Logger | None = None,
 ) -> BatchResult:
-    """Turn a batch of deliveries into instructions, one per delivery, in delivery order.
+    """process_in_groups as one result: one instruction per delivery, in delivery order."""
+    results = list(process_in_groups(deliveries, store, action, settings, logger))
+    if len(results) == 1:
+        return results[0]
+    by_delivery = {id(i.delivery): i for result in results for i in result.instructions}
+    return BatchResult(
+        tuple(by_delivery[id(d)] for d in deliveries), database_down=any(r.database_down for r in results)
+    )
 
-    If the database is unavailable at any point, every delivery of the batch is
-    requeued (nothing acked, nothing dead-lettered) and database_down is set.
-    """
-    log = logger or logging.getLogger(LOGGER_NAME)
+
+def _process_group(
+    deliveries: Sequence[Delivery],
+    store: Store,
+    action: Action,
+    settings: BatchSettings,
+    log: logging.Logger,
+) -> BatchResult:
+    """process_batch for deliveries processed together: one lookup, one record (narrowed on failure)."""
     decided: dict[int, Instruction] = {}
     jobs: list[tuple[int, Job]] = []
 
@@ -104,7 +226,7 @@ def process_batch(
             log,
             logging.WARNING,
             "job_failed",
-            message_id=job.message_id if job else delivery.message_id,
+            message_id=job.message_id if job else shown_message_id(delivery.message_id),
             account_uuid=job.account_uuid if job else None,
             attempt=attempt,
             decision=decision.verdict,
@@ -114,26 +236,29 @@ def process_batch(
 
     for index, delivery in enumerate(deliveries):
         try:
-            job = parse_job(delivery.body, delivery.message_id, delivery.headers)
-        except Exception as exc:  # noqa: BLE001 - InvalidMessage, classified by decide()
+            job = parse_job(
+                delivery.body,
+                delivery.message_id,
+                delivery.headers,
+                reply_to=delivery.reply_to,
+                correlation_id=delivery.correlation_id,
+            )
+        except InvalidMessage as exc:
             fail(index, exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a contract gap is still the message's fault
+            fail(index, InvalidMessage(f"cannot be parsed: {type(exc).__name__}"))
             continue
         if not _apikey_ok(settings.apikey, job.apikey):
             fail(index, BadApiKey(), job.attempt, job)
             continue
         jobs.append((index, job))
 
-    if jobs:
-        try:
-            hosts = store.lookup_hosts(sorted({job.account_uuid for _, job in jobs}))
-            # Only a redelivered job can have run before: look those up, so that they have no
-            # second side effect. For the others the INSERT ... ON CONFLICT still deduplicates.
-            redelivered = sorted({job.message_id for index, job in jobs if deliveries[index].redelivered})
-            done_before = store.find_runs(redelivered) if redelivered else {}
-        except DatabaseUnavailable as exc:
-            return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
-    else:
-        hosts, done_before = {}, {}
+    try:
+        hosts, done_before = _look_up(deliveries, jobs, store, fail)
+    except DatabaseUnavailable as exc:
+        return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
+    jobs = [(index, job) for index, job in jobs if index not in decided]
 
     to_record: list[Run] = []
     first_index: dict[str, int] = {}  # message_id -> index of the delivery whose action ran
@@ -161,19 +286,25 @@ def process_batch(
         to_record.append(Run(job.message_id, job.account_uuid, host, status, job.attempt))
 
     try:
-        recorded = store.record_runs(to_record) if to_record else []
+        batches, refused = narrow(to_record, store.record_runs) if to_record else ([], [])
     except DatabaseUnavailable as exc:
         return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
+    rejected = {run.message_id: _rejected(exc) for run, exc in refused}
 
     runs: dict[str, RecordedRun] = dict(done_before)
-    runs.update((run.message_id, run) for run in recorded)
+    runs.update((run.message_id, run) for recorded in batches for run in recorded)
     duplicates = 0
+    done = 0
     for index, job in waiting:
+        if job.message_id in rejected:
+            fail(index, rejected[job.message_id], job.attempt, job)
+            continue
         run = runs.get(job.message_id)
         if run is None:  # the store did not confirm the record: do not ack
             return requeue_all(deliveries, f"run for {job.message_id} not recorded", database_down=True)
         duplicate = run.already_done or first_index.get(job.message_id) != index
         duplicates += duplicate
+        done += 1
         log_event(
             log,
             logging.DEBUG,
@@ -185,14 +316,39 @@ def process_batch(
             attempt=job.attempt,
         )
         decided[index] = Instruction(deliveries[index], Ack(), _reply(deliveries[index], job, run))
-    if waiting:
-        log_event(
-            log,
-            logging.INFO,
-            "batch_done",
-            jobs=len(waiting),
-            duplicates=duplicates,
-            other=len(deliveries) - len(waiting),
-        )
+    if done:
+        log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(deliveries) - done)
 
     return BatchResult(tuple(decided[i] for i in range(len(deliveries))))
+
+
+def _look_up(
+    deliveries: Sequence[Delivery],
+    jobs: Sequence[tuple[int, Job]],
+    store: Store,
+    fail: Callable[[int, BaseException, int, Job], None],
+) -> tuple[dict[str, str], dict[str, RecordedRun]]:
+    """Hosts of the jobs' accounts and the runs recorded before for redelivered jobs.
+
+    Only a redelivered job can have run before: those are looked up, so that they have no
+    second side effect; for the others the INSERT ... ON CONFLICT still deduplicates.  A
+    value the database refuses fails the jobs carrying it (narrowed down), not the batch.
+    Raises DatabaseUnavailable.
+    """
+    if not jobs:
+        return {}, {}
+    found, refused = narrow(sorted({job.account_uuid for _, job in jobs}), store.lookup_hosts)
+    hosts = {uuid: host for part in found for uuid, host in part.items()}
+    bad_accounts = {uuid: _rejected(exc) for uuid, exc in refused}
+    redelivered = sorted({job.message_id for index, job in jobs if deliveries[index].redelivered})
+    done_before: dict[str, RecordedRun] = {}
+    bad_ids: dict[str, RecordRejected] = {}
+    if redelivered:
+        found_runs, refused_ids = narrow(redelivered, store.find_runs)
+        done_before = {mid: run for part in found_runs for mid, run in part.items()}
+        bad_ids = {mid: _rejected(exc) for mid, exc in refused_ids}
+    for index, job in jobs:
+        error = bad_accounts.get(job.account_uuid) or bad_ids.get(job.message_id)
+        if error is not None:
+            fail(index, error, job.attempt, job)
+    return hosts, done_before

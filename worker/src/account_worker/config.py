@@ -286,6 +286,15 @@ class Config:
             "attempts before a transient failure is dead-lettered, 1..100",
         ),
     )
+    crash_limit: int = field(
+        default=3,
+        metadata=env(
+            "WORKER_CRASH_LIMIT",
+            _integer(1, 100),
+            "returns to the queue unsettled (`x-delivery-count`) after which a message is dead-lettered "
+            "as `crashed the worker`, 1..100; keep it below the queue's delivery limit",
+        ),
+    )
     retry_delay_ms: int = field(
         default=5000, metadata=env("WORKER_RETRY_DELAY_MS", _integer(0, MAX_TTL_MS), "delay before a retry, >= 0")
     )

@@ -14,12 +14,17 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from account_worker.errors import DatabaseUnavailable
+from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.redact import redact
 from account_worker.store import RecordedRun, Run
 
 T = TypeVar("T")
+
+# Errors caused by the values sent, not by the database's health: the statement's
+# transaction is rolled back and the connection stays usable.  psycopg raises DataError
+# itself for a NUL in text, and a str that is not valid Unicode fails to encode.
+_REJECTED: tuple[type[BaseException], ...] = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
 
 _LOOKUP_HOSTS = "SELECT account_uuid, host FROM accounts WHERE account_uuid = ANY(%s)"
 _FIND_RUNS = "SELECT message_id, host, status FROM job_runs WHERE message_id = ANY(%s)"
@@ -130,7 +135,11 @@ class Database:
                 conn.close()
 
     def _run(self, fn: Callable[[Any], T], *, retry_stale: bool) -> T:
-        """Run fn(connection); on a dropped connection reconnect once for read-only work."""
+        """Run fn(connection); on a dropped connection reconnect once for read-only work.
+
+        Connection failures raise DatabaseUnavailable; values the database refuses raise
+        RecordRejected (the caller narrows those down to the messages carrying them).
+        """
         had_connection = self._conn is not None and not self._conn.closed
         try:
             return fn(self._connection())
@@ -139,11 +148,15 @@ class Database:
             if not (retry_stale and had_connection):
                 raise DatabaseUnavailable(self._describe(exc)) from exc
             log_event(self._log, logging.WARNING, "db_connection_stale", error=self._describe(exc))
+        except _REJECTED as exc:
+            raise RecordRejected(self._describe(exc)) from exc
         try:
             return fn(self._connection())
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop()
             raise DatabaseUnavailable(self._describe(exc)) from exc
+        except _REJECTED as exc:
+            raise RecordRejected(self._describe(exc)) from exc
 
     def close(self) -> None:
         self._drop()

@@ -14,7 +14,7 @@ from account_worker.errors import (
     DatabaseUnavailable,
     InvalidMessage,
     PermanentJobError,
-    TransientJobError,
+    RecordRejected,
     UnknownAccount,
 )
 
@@ -82,9 +82,10 @@ def decide(error: BaseException | None, attempt: int, max_attempts: int, retry_d
     """Map the outcome of one message to a Decision.
 
     error is None when the job succeeded.  Poison (invalid message, unknown account,
-    bad apikey, permanent failure) is dead-lettered at once; transient and unexpected
-    failures are retried while attempt < max_attempts; infrastructure (database down)
-    is requeued and never dead-lettered.
+    bad apikey, values the database rejects, a permanent action failure) is dead-lettered
+    at once; other action failures (transient or unexpected) are retried while
+    attempt < max_attempts; infrastructure (database down) is requeued and never
+    dead-lettered.
     """
     if error is None:
         return Ack()
@@ -96,12 +97,11 @@ def decide(error: BaseException | None, attempt: int, max_attempts: int, retry_d
         return DeadLetter(_bounded(f"unknown account: {error.account_uuid}"))
     if isinstance(error, BadApiKey):
         return DeadLetter("bad apikey")
+    if isinstance(error, RecordRejected):
+        return DeadLetter(_bounded(f"record rejected by the database: {error}"))
+    what = f"action failed: {_describe(error)}"
     if isinstance(error, PermanentJobError):
-        return DeadLetter(_bounded(f"permanent failure: {_describe(error)}"))
-    if isinstance(error, TransientJobError):
-        what = f"transient failure: {_describe(error)}"
-    else:
-        what = f"unexpected error: {_describe(error)}"
+        return DeadLetter(_bounded(what))
     if attempt < max_attempts:
         return Retry(attempt + 1, retry_delay_ms, _bounded(what))
     return DeadLetter(_bounded(f"retries exhausted: {what} (attempt {attempt} of {max_attempts})"))

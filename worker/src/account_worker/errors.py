@@ -50,5 +50,9 @@ class DatabaseUnavailable(WorkerError):
     """PostgreSQL cannot be reached; infrastructure, never the message's fault."""
 
 
+class RecordRejected(WorkerError):
+    """The database refused a message's values (a data or integrity error): the message's fault, not an outage."""
+
+
 class JobThreadCrashed(RuntimeError):
     """The job thread hit a bug; the process exits non-zero and runit restarts it."""

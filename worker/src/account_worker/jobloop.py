@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from account_worker.actions import Action
 from account_worker.backoff import backoff_delay
-from account_worker.batch import BatchResult, BatchSettings, Delivery, process_batch, requeue_all
+from account_worker.batch import BatchResult, BatchSettings, Delivery, process_in_groups, requeue_all
 from account_worker.config import Config
 from account_worker.errors import DatabaseUnavailable
 from account_worker.logsetup import log_event
@@ -90,7 +90,7 @@ class JobLoop:
         self._random = random
         self._log = logger
         self._secrets = cfg.secrets()
-        self._settings = BatchSettings(cfg.max_attempts, cfg.retry_delay_ms, cfg.apikey)
+        self._settings = BatchSettings(cfg.max_attempts, cfg.retry_delay_ms, cfg.apikey, cfg.crash_limit)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job", daemon=True)
 
@@ -118,9 +118,14 @@ class JobLoop:
                 if self._stop.is_set():
                     self._post(requeue_all(batch, "shutting down", database_down=False))
                     return
-                result = process_batch(batch, self._db, self._action, self._settings, self._log)
-                self._post(result)
-                if result.database_down:
+                database_down = False
+                # Each group's result is posted before the next group runs: if one crashes the
+                # process, what was decided before it is settled (the I/O thread applies reports
+                # in order, the crash last).
+                for result in process_in_groups(batch, self._db, self._action, self._settings, self._log):
+                    self._post(result)
+                    database_down = database_down or result.database_down
+                if database_down:
                     log_event(self._log, logging.WARNING, "database_unavailable", requeued=len(batch))
                     if not self._wait_for_database():
                         return

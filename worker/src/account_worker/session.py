@@ -40,6 +40,7 @@ class Session:
         self._log = log
         self._secrets = tuple(secrets)
         self._consumer_tag: str | None = None
+        self._unsettled: set[int] = set()  # tags delivered on this channel and not yet acked or nacked
         self._on_delivery: Callable[[Delivery], bool] = lambda delivery: False
 
     def owns(self, delivery: Delivery) -> bool:
@@ -80,26 +81,62 @@ class Session:
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         delivery = amqp.delivery_from_pika(method, properties, body, self)
+        self._unsettled.add(delivery.tag)
         if not self._on_delivery(delivery):
-            channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
+            self._give_back(delivery)
+
+    def _give_back(self, delivery: Delivery) -> None:
+        """Return a delivery the worker chose not to finish (database away, stopping) to the queue.
+
+        As a confirmed copy at the tail, then ack: a nack with requeue would raise the message's
+        x-delivery-count, which the crash-loop guard reads as "in flight when a worker died"; a
+        message bounced by every instance through one database outage would look like a crash
+        loop.  If the copy is refused, nack with requeue after all.
+        """
+        try:
+            amqp.publish_again(self._channel, self._cfg, delivery)
+        except amqp.PUBLISH_ERRORS as exc:
+            log_event(self._log, logging.WARNING, "give_back_failed", message_id=delivery.message_id, error=repr(exc))
+            self._nack(delivery.tag)
+            return
+        self._ack(delivery.tag)
+
+    def _ack(self, tag: int) -> None:
+        self._channel.basic_ack(delivery_tag=tag)
+        self._unsettled.discard(tag)
+
+    def _nack(self, tag: int) -> None:
+        self._channel.basic_nack(delivery_tag=tag, requeue=True)
+        self._unsettled.discard(tag)
+
+    def _ack_run(self, tags: list[int]) -> None:
+        """Ack a run of tags: one frame with multiple=true when it acks exactly them, else one frame each."""
+        top = max(tags)
+        if sum(1 for t in self._unsettled if t <= top) == len(tags):
+            self._channel.basic_ack(delivery_tag=top, multiple=True)
+            self._unsettled.difference_update(tags)
+            return
+        for tag in tags:
+            self._ack(tag)
 
     # ------------------------------------------------------------------ settling
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
-        """Nack with requeue the deliveries of this session; others are dead tags, the broker has them back."""
+        """Give back the deliveries of this session (see _give_back); others are dead tags, the broker has them back."""
         for delivery in deliveries:
             if self.owns(delivery):
-                self._channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
+                self._give_back(delivery)
 
     def settle(self, instructions: Sequence[Instruction]) -> None:
-        """Carry out a batch's instructions in delivery order, acking runs of Acks with one frame.
+        """Carry out a batch's instructions in order, acking runs of Acks with one frame where that is exact.
 
-        Deliveries are settled strictly in order on a channel (batches are executed in the order
-        they were taken), so when an Ack is reached every lower tag of this channel is already
-        settled or is part of the pending run: basic_ack(multiple=True) on the highest tag of the
-        run acks exactly that run.  Pending acks are flushed before any other decision.
+        The session knows which of its tags are unsettled: basic_ack(multiple=True) on the
+        highest tag of a run is used only when it acks exactly that run (the usual case:
+        batches are taken in delivery order); otherwise, e.g. when a batch was settled in
+        parts out of delivery order, each tag is acked on its own.  Pending acks are flushed
+        before any other decision.
         """
-        pending: int | None = None
+        pending: list[int] = []
         for instruction in instructions:
             delivery, decision = instruction.delivery, instruction.decision
             if not self.owns(delivery):
@@ -107,20 +144,20 @@ class Session:
                 continue
             if isinstance(decision, Ack):
                 self._reply(instruction)
-                pending = delivery.tag
+                pending.append(delivery.tag)
                 continue
-            if pending is not None:
-                self._channel.basic_ack(delivery_tag=pending, multiple=True)
-                pending = None
+            if pending:
+                self._ack_run(pending)
+                pending = []
             self._settle_failure(delivery, decision)
-        if pending is not None:
-            self._channel.basic_ack(delivery_tag=pending, multiple=True)
+        if pending:
+            self._ack_run(pending)
 
     def _settle_failure(self, delivery: Delivery, decision: Retry | DeadLetter | Requeue) -> None:
         channel = self._channel
         match decision:
             case Requeue():
-                channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
+                self._give_back(delivery)
             case Retry(next_attempt=next_attempt, delay_ms=delay_ms):
                 self._republish_then_ack(
                     delivery,
@@ -160,7 +197,7 @@ class Session:
                 intended=event,
                 error=repr(exc),
             )
-            self._channel.basic_nack(delivery_tag=delivery.tag, requeue=True)
+            self._nack(delivery.tag)
             return
-        self._channel.basic_ack(delivery_tag=delivery.tag)
+        self._ack(delivery.tag)
         log_event(self._log, logging.INFO, event, message_id=delivery.message_id, **fields)
