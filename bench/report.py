@@ -94,6 +94,8 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool | None
             rows.append((name, ratio, f">= {goal:g}", ratio >= goal))
     if "raw-each" in results:
         rows.append(("b/a0", rb / results["raw-each"].rate, "-", None))
+    if "worker-base" in results:
+        rows.append(("b/b0", rb / results["worker-base"].rate, "-", None))
     rows.append(("worker peak RSS MB", b.rss_mb, f"<= {GOAL_RSS_MB:g}", b.rss_mb <= GOAL_RSS_MB))
     return rows
 

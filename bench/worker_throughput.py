@@ -78,6 +78,7 @@ CONSUMERS = {
     "raw": "(a) raw pika, prefetch 1000, batch ack",
     "raw-each": "(a0) raw pika, prefetch 100, ack each",
     "worker": "(b) account worker",
+    "worker-base": "(b0) account worker, --baseline-src",
     "seed": "(c) seed-style (basic_get, conn/msg)",
     "celery": "(d) Celery prefork (defaults)",
 }
@@ -191,8 +192,8 @@ class Bench:
         """(a0) one ack per message, as the benchmark's first (a) did."""
         return self._phase_raw("raw-each", rep, n, RAW_EACH_PREFETCH, 1)
 
-    def phase_worker(self, rep: int, n: int) -> Phase:
-        queue = f"{self.run_id}-r{rep}-worker"
+    def phase_worker(self, rep: int, n: int, key: str = "worker", src: Path = ROOT / "worker" / "src") -> Phase:
+        queue = f"{self.run_id}-r{rep}-{key}"
         prefix = f"{queue}-"
         dlx = f"{queue}.dlx"  # NOT the default jobs.dlx: the bench DLQ must not bind to production's exchange
         cfg = Config(
@@ -205,7 +206,7 @@ class Bench:
         self.queues += [queue, cfg.retry_queue, cfg.dead_letter_queue]
         self.exchanges.append(dlx)
         env = self.base_env() | {
-            "PYTHONPATH": str(ROOT / "worker" / "src"),
+            "PYTHONPATH": str(src),
             "WORKER_AMQP_URLS": self.amqp_url,
             "WORKER_DATABASE_URL": self.database_url,
             "WORKER_QUEUE": queue,
@@ -228,8 +229,8 @@ class Bench:
             self.drop_rows(prefix)
 
         return Phase(
-            "worker",
-            CONSUMERS["worker"],
+            key,
+            CONSUMERS[key],
             n,
             queue,
             prefix,
@@ -239,6 +240,10 @@ class Bench:
             prepare=prepare,
             cleanup=cleanup,
         )
+
+    def phase_worker_base(self, rep: int, n: int) -> Phase:
+        """(b0) the same measurement with another source tree of the worker (e.g. the code before a change)."""
+        return self.phase_worker(rep, n, key="worker-base", src=self.args.baseline_src)
 
     def phase_seed(self, rep: int, n: int) -> Phase:
         queue = f"{self.run_id}-r{rep}-seed"
@@ -326,6 +331,7 @@ class Bench:
             "raw": (self.phase_raw, n),
             "raw-each": (self.phase_raw_each, n),
             "worker": (self.phase_worker, n),
+            "worker-base": (self.phase_worker_base, n),
             "seed": (self.phase_seed, self.args.seed_n or max(50, n // 10)),
             "celery": (self.phase_celery, self.args.celery_n or n),
         }
@@ -383,13 +389,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed-n", type=int, default=0, help="messages for the seed worker (default N/10)")
     parser.add_argument("--celery-n", type=int, default=0, help="messages for Celery (default N)")
     parser.add_argument("--repeat", type=int, default=1, help="runs; the medians are reported (default 1)")
-    parser.add_argument("--only", default=",".join(CONSUMERS), help="comma-separated subset, in order")
+    parser.add_argument(
+        "--only",
+        default=",".join(k for k in CONSUMERS if k != "worker-base"),
+        help="comma-separated subset, in order (worker-base is added after worker by --baseline-src)",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also measure (b0): the worker from this src folder (e.g. a checkout of the code before a change)",
+    )
     parser.add_argument("--timeout", type=float, default=90.0, help="per consumer, seconds (default 90)")
     parser.add_argument("--settle", type=float, default=1.0, help="pause after publishing, seconds (default 1)")
     parser.add_argument("--png", type=Path, default=ROOT / "reports" / "worker_throughput.png")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
     args.only = [k.strip() for k in args.only.split(",") if k.strip()]
+    if args.baseline_src and "worker-base" not in args.only:
+        at = args.only.index("worker") + 1 if "worker" in args.only else len(args.only)
+        args.only.insert(at, "worker-base")
+    if "worker-base" in args.only and not (args.baseline_src and (args.baseline_src / "account_worker").is_dir()):
+        parser.error("worker-base needs --baseline-src pointing at a folder holding account_worker/")
     unknown = set(args.only) - set(CONSUMERS)
     if unknown or args.n < 1 or args.repeat < 1:
         parser.error(f"bad --only {sorted(unknown)} / --n / --repeat")

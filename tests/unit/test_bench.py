@@ -132,6 +132,18 @@ def test_cli_defaults_run_every_consumer_in_table_order() -> None:
         worker_throughput.parse_args(["--only", "raw,nope"])
 
 
+def test_baseline_src_adds_the_b0_row_after_the_worker_and_must_hold_the_package(tmp_path) -> None:
+    (tmp_path / "account_worker").mkdir()
+    args = worker_throughput.parse_args(["--only", "raw,worker,seed", "--baseline-src", str(tmp_path)])
+    assert args.only == ["raw", "worker", "worker-base", "seed"]
+    with pytest.raises(SystemExit):
+        worker_throughput.parse_args(["--baseline-src", str(tmp_path / "nothing-here")])
+    results = {"worker": _result("worker", 1.0), "worker-base": _result("worker-base", 1.25)}
+    assert [(n, round(v, 2), met) for n, v, _, met in goals(results) if n == "b/b0"] == [
+        ("b/b0", 1.25, None)
+    ]  # b took 1.0 s, b0 1.25 s
+
+
 def test_reference_a_acks_in_batches_within_its_window_and_a0_one_by_one() -> None:
     bench = object.__new__(worker_throughput.Bench)  # no broker: only the phase description
     bench.run_id, bench.amqp_url, bench.queues = "bench-t", "amqp://127.0.0.1/x", []
