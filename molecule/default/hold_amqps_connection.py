@@ -1,6 +1,7 @@
 """Holds one AMQPS connection open across a certificate rotation (tls_rotation.yml).
 
-Connects, verifying the broker against HOLD_CA_FILE, declares an exclusive
+Connects, verifying the broker against HOLD_CA_FILE (presenting
+HOLD_CLIENT_CERT and HOLD_CLIENT_KEY when given), declares an exclusive
 queue, writes HOLD_READY, then keeps the connection serviced (heartbeats)
 until HOLD_GO exists. Then it does a publish/get round trip on the same
 connection and channel: exit 0 when the connection opened before the rotation
@@ -21,9 +22,10 @@ import pika.exceptions
 
 def main() -> int:
     params = pika.URLParameters(os.environ["HOLD_URL"])
-    params.ssl_options = pika.SSLOptions(
-        ssl.create_default_context(cafile=os.environ["HOLD_CA_FILE"]), server_hostname=params.host
-    )
+    context = ssl.create_default_context(cafile=os.environ["HOLD_CA_FILE"])
+    if os.environ.get("HOLD_CLIENT_CERT"):  # mutual TLS
+        context.load_cert_chain(os.environ["HOLD_CLIENT_CERT"], os.environ.get("HOLD_CLIENT_KEY") or None)
+    params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
     params.heartbeat = 5
     ready, go = Path(os.environ["HOLD_READY"]), Path(os.environ["HOLD_GO"])
     deadline = time.monotonic() + float(os.environ.get("HOLD_TIMEOUT", "300"))

@@ -119,6 +119,7 @@ class TlsChecks:
     plain_management_port: int
     mutual: bool
     min_days: int
+    external_user: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TlsChecks:
@@ -128,6 +129,7 @@ class TlsChecks:
             plain_management_port=int(env.get("SMOKE_PLAIN_MANAGEMENT_PORT") or 15672),
             mutual=is_true(env.get("SMOKE_TLS_MUTUAL")),
             min_days=int(env.get("SMOKE_TLS_MIN_DAYS") or 30),
+            external_user=env.get("SMOKE_TLS_EXTERNAL_USER") or "",
         )
 
 

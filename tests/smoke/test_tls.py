@@ -15,8 +15,12 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+import pika
+import pika.credentials
 import pytest
 
+from smoke_amqp import close_quietly
+from smoke_management import Management, poll
 from smoke_settings import Target, TlsChecks
 
 # A CA no broker's certificate comes from (self-signed, its key thrown away):
@@ -180,6 +184,31 @@ def test_client_without_certificate_is_refused_in_mutual_tls(target: Target, tls
     except (ConnectionResetError, BrokenPipeError):
         return
     assert answer == b"", f"{host}:{port} spoke AMQP to a client without a certificate: {answer!r}"
+
+
+def test_certificate_login_names_the_user(
+    target: Target, tls_checks: TlsChecks, params: pika.URLParameters, management: Management
+) -> None:
+    if not tls_checks.external_user:
+        pytest.skip("certificate login is not expected (SMOKE_TLS_EXTERNAL_USER)")
+    if not (target.tls and target.client_cert):
+        pytest.fail("SMOKE_TLS_EXTERNAL_USER needs an amqps:// URL and SMOKE_CLIENT_CERT")
+    params.credentials = pika.credentials.ExternalCredentials()
+    name = params.client_properties["connection_name"]
+    connection = pika.BlockingConnection(params)
+    try:
+        listed = poll(
+            lambda: [
+                c
+                for c in management.json("connections", columns="user,user_provided_name,auth_mechanism")
+                if c.get("user_provided_name") == name
+            ],
+            timeout=max(5.0, target.timeout),
+        )
+    finally:
+        close_quietly(connection)
+    assert listed, f"the connection {name!r} never showed in the management API"
+    assert (listed[0]["user"], listed[0]["auth_mechanism"]) == (tls_checks.external_user, "EXTERNAL")
 
 
 # -- expiry ----------------------------------------------------------------------------------
