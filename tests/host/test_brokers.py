@@ -166,3 +166,17 @@ def test_health_checks_pass(host) -> None:
         checks.append("check_port_connectivity")
     for check in checks:
         host.run_expect([0], f"rabbitmq-diagnostics --quiet {check}")
+
+
+def test_inter_node_tls(host) -> None:
+    """With inter-node TLS, the node and the CLI tools run the distribution over TLS,
+    and the distribution port refuses a client without a certificate."""
+    if "inet_tls" not in host.file("/etc/rabbitmq/rabbitmq-env.conf").content_string:
+        pytest.skip("inter-node TLS is off on this broker")
+    assert "inet_tls" in host.check_output("rabbitmqctl --quiet eval 'init:get_argument(proto_dist).' </dev/null")
+    tls = "/etc/rabbitmq/tls"
+    probe = f"echo | timeout 10 openssl s_client -connect 127.0.0.1:25672 -CAfile {tls}/ca.pem"
+    with_cert = host.run(f"{probe} -cert {tls}/cert.pem -key {tls}/key.pem 2>&1")
+    assert "Verify return code: 0 (ok)" in with_cert.stdout, with_cert.stdout
+    without = host.run(f"{probe} 2>&1")
+    assert re.search(r"alert (handshake failure|certificate required)", without.stdout), without.stdout

@@ -129,6 +129,11 @@ CASES = {
         "rabbitmq_tls_certificate_src",
     ),
     "TLS-only without a certificate": ("rabbitmq", broker(rabbitmq_tls_only=True), "rabbitmq_tls_only"),
+    "inter-node TLS without a certificate": (
+        "rabbitmq",
+        broker(rabbitmq_tls_inter_node=True),
+        "rabbitmq_tls_inter_node",
+    ),
     "mutual TLS without peer verification": (
         "rabbitmq",
         broker(rabbitmq_tls_fail_if_no_peer_cert=True, rabbitmq_tls_verify_peer=False),

@@ -125,6 +125,21 @@ def test_bad_certificates_fail_before_any_change(tmp_path: Path, case: str) -> N
     assert "BEGIN PRIVATE KEY" not in output, "the key leaked into the output"
 
 
+def test_inter_node_tls_needs_the_node_host_in_the_certificate(tmp_path: Path) -> None:
+    """The other nodes and the CLI tools verify the node's host name: a certificate valid for the
+    names clients use but not for the node's host is refused for inter-node TLS."""
+    tls = _files(tmp_path, "good")
+    result = run_role(
+        tmp_path,
+        "rabbitmq",
+        broker(**tls, rabbitmq_tls_inter_node=True, rabbitmq_nodename="rabbit@node-1.internal"),
+    )
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2, output
+    assert f"{tmp_path / 'cert.pem'}" in output and "does not cover node-1.internal" in output, output
+    assert "changed=0" in output and "unreachable=0" in output, output
+
+
 def test_good_certificates_pass_the_prechecks(tmp_path: Path) -> None:
     """The control: the same files, right, get past every TLS check to the first task on the host."""
     result = run_role(tmp_path, "rabbitmq", broker(**_files(tmp_path, "good")))
