@@ -53,9 +53,50 @@ def test_service_running_and_enabled(host) -> None:
     assert service.is_enabled
 
 
-@pytest.mark.parametrize("port", [5672, 15672, 25672, 4369])
-def test_listeners(host, port: int) -> None:
-    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening or host.socket(f"tcp://:::{port}").is_listening
+def rabbitmq_conf(host) -> dict[str, str]:
+    text = host.file("/etc/rabbitmq/rabbitmq.conf").content_string
+    return dict(re.findall(r"^([\w.]+) = (.*)$", text, re.M))
+
+
+def listens_everywhere(host, port: int) -> bool:
+    return host.socket(f"tcp://0.0.0.0:{port}").is_listening or host.socket(f"tcp://:::{port}").is_listening
+
+
+def listens_at_all(host, port: int) -> bool:
+    return bool(host.run(f"ss -Htln 'sport = :{port}'").stdout.strip())
+
+
+@pytest.mark.parametrize("port", [25672, 4369])
+def test_distribution_listeners(host, port: int) -> None:
+    assert listens_everywhere(host, port)
+
+
+def test_client_listeners(host) -> None:
+    """Plaintext AMQP and HTTP everywhere, unless TLS-only; AMQPS and HTTPS with TLS."""
+    conf = rabbitmq_conf(host)
+    tls, tls_only = "listeners.ssl.default" in conf, conf.get("listeners.tcp") == "none"
+    if tls:
+        assert listens_everywhere(host, int(conf["listeners.ssl.default"]))
+        assert listens_everywhere(host, int(conf["management.ssl.port"]))
+    if tls_only:
+        assert not listens_at_all(host, 5672), "TLS-only, yet something listens on 5672"
+        port = int(conf["management.tcp.port"])
+        assert conf.get("management.tcp.ip") == "127.0.0.1"
+        assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
+        assert not listens_everywhere(host, port), f"TLS-only, yet {port} listens beyond 127.0.0.1"
+    else:
+        assert listens_everywhere(host, 5672)
+        assert listens_everywhere(host, 15672)
+
+
+def test_tls_files(host) -> None:
+    """Certificate and CA readable by the broker's group; the key too, and by nobody else."""
+    if "listeners.ssl.default" not in rabbitmq_conf(host):
+        pytest.skip("TLS is off on this broker")
+    assert host.file("/etc/rabbitmq/tls").mode == 0o750
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        f = host.file(f"/etc/rabbitmq/tls/{name}")
+        assert (f.user, f.group, f.mode) == ("root", "rabbitmq", 0o640), name
 
 
 @pytest.mark.parametrize(
@@ -115,5 +156,27 @@ def test_work_queue_is_quorum(host) -> None:
 
 
 def test_health_checks_pass(host) -> None:
-    for check in ("check_running", "check_local_alarms", "check_port_connectivity"):
+    checks = ["check_running", "check_local_alarms"]
+    conf = rabbitmq_conf(host)
+    if conf.get("listeners.tcp") == "none":
+        # TLS-only: the management listener answers on 127.0.0.1 only, not at the node's name.
+        ports = [conf["listeners.ssl.default"], conf["management.ssl.port"], conf["management.tcp.port"]]
+        checks += [f"check_port_listener {port}" for port in ports]
+    else:
+        checks.append("check_port_connectivity")
+    for check in checks:
         host.run_expect([0], f"rabbitmq-diagnostics --quiet {check}")
+
+
+def test_inter_node_tls(host) -> None:
+    """With inter-node TLS, the node and the CLI tools run the distribution over TLS,
+    and the distribution port refuses a client without a certificate."""
+    if "inet_tls" not in host.file("/etc/rabbitmq/rabbitmq-env.conf").content_string:
+        pytest.skip("inter-node TLS is off on this broker")
+    assert "inet_tls" in host.check_output("rabbitmqctl --quiet eval 'init:get_argument(proto_dist).' </dev/null")
+    tls = "/etc/rabbitmq/tls"
+    probe = f"echo | timeout 10 openssl s_client -connect 127.0.0.1:25672 -CAfile {tls}/ca.pem"
+    with_cert = host.run(f"{probe} -cert {tls}/cert.pem -key {tls}/key.pem 2>&1")
+    assert "Verify return code: 0 (ok)" in with_cert.stdout, with_cert.stdout
+    without = host.run(f"{probe} 2>&1")
+    assert re.search(r"alert (handshake failure|certificate required)", without.stdout), without.stdout

@@ -12,6 +12,9 @@ environment or a file:
                            (queues as vhost:name)
     SMOKE_TIMEOUT          seconds for every network call (default 10)
     SMOKE_CA_FILE          CA bundle verifying amqps:// and https://
+    SMOKE_CLIENT_CERT / SMOKE_CLIENT_KEY   client certificate and key (mutual TLS)
+    SMOKE_TLS_ONLY / SMOKE_PLAIN_AMQP_PORT / SMOKE_PLAIN_MANAGEMENT_PORT / SMOKE_TLS_MUTUAL /
+    SMOKE_TLS_MIN_DAYS     what the TLS checks (test_tls.py) expect
 
 Opt-in: SMOKE_WORKER_* (the worker end to end), --destructive / SMOKE_DESTRUCTIVE=1
 with SMOKE_RESTART_COMMAND, --browser / SMOKE_BROWSER=1; see README.md.
@@ -51,6 +54,7 @@ from smoke_settings import (
     NAME_PREFIX,
     Extras,
     Target,
+    TlsChecks,
     Worker,
     csv,
     new_run_id,
@@ -184,8 +188,12 @@ def load_target(config: pytest.Config) -> Target:
     if not management_url:
         management_url = f"http://{parts.hostname}:15672"
     ca_file = os.environ.get("SMOKE_CA_FILE") or None
-    if ca_file and not Path(ca_file).is_file():
-        raise SmokeError(f"SMOKE_CA_FILE {ca_file} is not a file")
+    client_cert = os.environ.get("SMOKE_CLIENT_CERT") or None
+    client_key = os.environ.get("SMOKE_CLIENT_KEY") or None
+    files = {"SMOKE_CA_FILE": ca_file, "SMOKE_CLIENT_CERT": client_cert, "SMOKE_CLIENT_KEY": client_key}
+    for name, path in files.items():
+        if path and not Path(path).is_file():
+            raise SmokeError(f"{name} {path} is not a file")
     try:
         timeout = float(_option(config, "--smoke-timeout", "SMOKE_TIMEOUT", "10") or 10)
     except ValueError:
@@ -200,6 +208,8 @@ def load_target(config: pytest.Config) -> Target:
         expect_users=csv(os.environ.get("SMOKE_EXPECT_USERS")),
         expect_queues=tuple(parse_queue(spec) for spec in csv(os.environ.get("SMOKE_EXPECT_QUEUES"))),
         ca_file=ca_file,
+        client_cert=client_cert,
+        client_key=client_key,
     )
 
 
@@ -209,6 +219,16 @@ def load_target(config: pytest.Config) -> Target:
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Target:
     return _stop_on(request, lambda: load_target(pytestconfig))
+
+
+@pytest.fixture(scope="session")
+def tls_checks() -> TlsChecks:
+    try:
+        return TlsChecks.from_env(os.environ)
+    except ValueError:
+        raise SmokeError(
+            "SMOKE_PLAIN_AMQP_PORT, SMOKE_PLAIN_MANAGEMENT_PORT and SMOKE_TLS_MIN_DAYS must be numbers"
+        ) from None
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ class Management:
         self.session.auth = (user, password)
         # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
         self.verify = target.http_verify()
+        self.session.cert = target.http_cert()
 
     def close(self) -> None:
         self.session.close()

@@ -47,6 +47,8 @@ class Target:
     expect_users: tuple[str, ...] = ()
     expect_queues: tuple[tuple[str, str], ...] = ()
     ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
     @property
     def vhost(self) -> str:
@@ -72,13 +74,63 @@ class Target:
         port = f":{parts.port}" if parts.port else ""
         return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}{port}"))
 
+    @property
+    def amqp_port(self) -> int:
+        return urlsplit(self.amqp_url).port or (5671 if self.tls else 5672)
+
+    @property
+    def management_host(self) -> str:
+        return urlsplit(self.management_url).hostname or "localhost"
+
+    @property
+    def management_port(self) -> int:
+        parts = urlsplit(self.management_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def management_tls(self) -> bool:
+        return urlsplit(self.management_url).scheme.lower() == "https"
+
     def ssl_context(self) -> ssl.SSLContext:
-        """A verifying client context: the CA file when given, else the system's CAs."""
-        return ssl.create_default_context(cafile=self.ca_file)
+        """A verifying client context: the CA file when given, else the system's CAs;
+        with the client certificate when one is given (mutual TLS)."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert:
+            context.load_cert_chain(self.client_cert, self.client_key)
+        return context
 
     def http_verify(self) -> str | bool:
         """`verify` for requests: the CA file when given, else the system's CAs."""
         return self.ca_file or True
+
+    def http_cert(self) -> tuple[str, str] | str | None:
+        """`cert` for requests: the client certificate, when one is given."""
+        if not self.client_cert:
+            return None
+        return (self.client_cert, self.client_key) if self.client_key else self.client_cert
+
+
+@dataclass(frozen=True)
+class TlsChecks:
+    """What the TLS checks expect of the broker (test_tls.py)."""
+
+    tls_only: bool
+    plain_amqp_port: int
+    plain_management_port: int
+    mutual: bool
+    min_days: int
+    external_user: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TlsChecks:
+        return cls(
+            tls_only=is_true(env.get("SMOKE_TLS_ONLY")),
+            plain_amqp_port=int(env.get("SMOKE_PLAIN_AMQP_PORT") or 5672),
+            plain_management_port=int(env.get("SMOKE_PLAIN_MANAGEMENT_PORT") or 15672),
+            mutual=is_true(env.get("SMOKE_TLS_MUTUAL")),
+            min_days=int(env.get("SMOKE_TLS_MIN_DAYS") or 30),
+            external_user=env.get("SMOKE_TLS_EXTERNAL_USER") or "",
+        )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,11 @@ Selenium through Debian's chromedriver (no driver or browser downloads). Only wi
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import socket
+import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +36,40 @@ CHROMIUM_FLAGS = (
 )
 
 
+def _tlv(der: bytes, at: int) -> tuple[int, int]:
+    """Start of the content and end of the DER element at `at`."""
+    length, start = der[at + 1], at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, start = int.from_bytes(der[start : start + count], "big"), start + count
+    return start, start + length
+
+
+def subject_public_key_info(der: bytes) -> bytes:
+    """The SubjectPublicKeyInfo of a DER certificate: the 7th element of tbsCertificate
+    (6th without the optional version)."""
+    tbs, _ = _tlv(der, 0)
+    at, _ = _tlv(der, tbs)
+    skip = 6 if der[at] == 0xA0 else 5
+    for _ in range(skip):
+        at = _tlv(der, at)[1]
+    return der[at : _tlv(der, at)[1]]
+
+
+def verified_spki_pin(target: Target) -> str:
+    """The served certificate's key, after Python verified the certificate against
+    SMOKE_CA_FILE and the host name: Chromium (which does not read that CA file)
+    trusts exactly this key and nothing else."""
+    host, port = target.management_host, target.management_port
+    with (
+        socket.create_connection((host, port), timeout=target.timeout) as raw,
+        target.ssl_context().wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der, f"{host}:{port} presented no certificate"
+    return base64.b64encode(hashlib.sha256(subject_public_key_info(der)).digest()).decode()
+
+
 @pytest.fixture
 def browser(extras: Extras, target: Target, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     try:
@@ -48,7 +86,13 @@ def browser(extras: Extras, target: Target, monkeypatch: pytest.MonkeyPatch) -> 
     with tempfile.TemporaryDirectory(prefix="smoke-chromium-", ignore_cleanup_errors=True) as profile:
         options = webdriver.ChromeOptions()
         options.binary_location = extras.chromium
-        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+        if target.management_tls:
+            try:
+                flags.append(f"--ignore-certificate-errors-spki-list={verified_spki_pin(target)}")
+            except (OSError, ssl.SSLError) as exc:
+                fail(f"management UI: {target.management_url} does not verify with SMOKE_CA_FILE: {exc}")
+        for flag in flags:
             options.add_argument(flag)
         try:
             driver = webdriver.Chrome(service=Service(executable_path=extras.chromedriver), options=options)

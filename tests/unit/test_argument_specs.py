@@ -13,40 +13,16 @@ prechecks run, as they would before any dependency in a role without one.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-
-BROKER_OK = {
-    "rabbitmq_admin_password": "a-long-test-password",
-    "rabbitmq_vhosts": ["/", "app"],
-    "rabbitmq_users": [
-        {
-            "name": "app",
-            "password": "another-password",
-            "permissions": [{"vhost": "app", "configure_priv": ".*", "write_priv": ".*", "read_priv": ".*"}],
-        }
-    ],
-}
-
+from role_runner import broker, run_role
 
 WORKER_OK = {
     "worker_amqp_urls": ["amqp://u:p@h/v"],
     "worker_database_url": "postgresql://u:p@h/d",
     "worker_wheelhouse_dir": "/nonexistent/wheelhouse",
 }
-
-
-def broker(**changes):
-    vars_ = {**BROKER_OK, **changes}
-    return {k: v for k, v in vars_.items() if v is not None}
 
 
 def worker(**changes):
@@ -164,59 +140,37 @@ CASES = {
         "monitoring_prometheus_extra_scrape_configs",
     ),
     "monitoring scheme unknown": ("monitoring", {"monitoring_rabbitmq_scheme": "ftp"}, "monitoring_rabbitmq_scheme"),
+    "TLS certificate without its key and CA": (
+        "rabbitmq",
+        broker(rabbitmq_tls_certificate="-----BEGIN CERTIFICATE-----"),
+        "rabbitmq_tls_private_key",
+    ),
+    "TLS certificate given twice": (
+        "rabbitmq",
+        broker(
+            rabbitmq_tls_certificate="x",
+            rabbitmq_tls_certificate_src="/nonexistent/cert.pem",
+            rabbitmq_tls_private_key="k",
+            rabbitmq_tls_ca_certificates="c",
+        ),
+        "rabbitmq_tls_certificate_src",
+    ),
+    "TLS-only without a certificate": ("rabbitmq", broker(rabbitmq_tls_only=True), "rabbitmq_tls_only"),
+    "inter-node TLS without a certificate": (
+        "rabbitmq",
+        broker(rabbitmq_tls_inter_node=True),
+        "rabbitmq_tls_inter_node",
+    ),
+    "mutual TLS without peer verification": (
+        "rabbitmq",
+        broker(rabbitmq_tls_fail_if_no_peer_cert=True, rabbitmq_tls_verify_peer=False),
+        "rabbitmq_tls_verify_peer",
+    ),
+    "TLS version that is not offered": ("rabbitmq", broker(rabbitmq_tls_versions=["tlsv1.1"]), "rabbitmq_tls_versions"),
+    "TLS login from an unknown field": ("rabbitmq", broker(rabbitmq_tls_login_from="email"), "rabbitmq_tls_login_from"),
+    "TLS minimum days not a number": ("rabbitmq", broker(rabbitmq_tls_min_days="soon"), "rabbitmq_tls_min_days"),
+    "AMQPS port not a number": ("rabbitmq", broker(rabbitmq_amqps_port="amqps"), "rabbitmq_amqps_port"),
 }
-
-
-def prechecks_only(role: str) -> list[str]:
-    meta = ROOT / "roles" / role / "meta/main.yml"
-    dependencies = meta.is_file() and (yaml.safe_load(meta.read_text()) or {}).get("dependencies")
-    return ["--tags", f"{role}-prechecks"] if dependencies else []
-
-
-def run_role(tmp_path: Path, role: str, role_vars: dict) -> subprocess.CompletedProcess[str]:
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(
-        yaml.safe_dump(
-            {
-                "all": {
-                    "hosts": {
-                        "unreachable-host": {
-                            "ansible_connection": "containers.podman.podman",
-                            "ansible_host": "bundle-no-such-container",
-                        }
-                    }
-                }
-            }
-        )
-    )
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(
-        yaml.safe_dump(
-            [
-                {
-                    "name": "negative test",
-                    "hosts": "all",
-                    "gather_facts": False,
-                    "roles": [{"role": role, "vars": role_vars}],
-                }
-            ]
-        )
-    )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), *prechecks_only(role)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
