@@ -141,6 +141,7 @@ def test_redelivered_message_has_no_second_side_effect_but_is_acked_and_replied(
     store.accounts["u1"] = "moved-host"
     again = process_batch([delivery(7, "u1", mid="m1", reply_to="r", redelivered=True)], store, action, SETTINGS)
     assert verdicts(again) == [Ack]
+    assert again.instructions[0].decision == Ack(duplicate=True)  # counted as a duplicate, not as done
     assert action.calls == [("m1", "host-1")]  # action not run again
     assert again.instructions[0].reply == {"account_uuid": "u1", "host": "host-1", "status": "done", "message_id": "m1"}
     assert len(store.runs) == 1
@@ -150,7 +151,7 @@ def test_duplicate_within_one_batch_runs_once(store):
     action = FakeAction()
     batch = [delivery(1, "u1", mid="dup"), delivery(2, "u1", mid="dup", reply_to="r")]
     result = process_batch(batch, store, action, SETTINGS)
-    assert verdicts(result) == [Ack, Ack]
+    assert [i.decision for i in result.instructions] == [Ack(), Ack(duplicate=True)]
     assert action.calls == [("dup", "host-1")]
     assert result.instructions[1].reply is not None
 

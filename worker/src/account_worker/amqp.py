@@ -11,6 +11,7 @@ import os
 import random as _random
 import socket
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -139,6 +140,7 @@ def delivery_from_pika(method: Any, properties: Any, body: bytes, source: object
         correlation_id=getattr(properties, "correlation_id", None),
         properties=properties,
         redelivered=bool(getattr(method, "redelivered", False)),
+        received_at=time.monotonic(),
     )
 
 

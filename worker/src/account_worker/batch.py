@@ -46,6 +46,7 @@ class Delivery:
     correlation_id: str | None = None
     properties: Any = None  # the broker's properties object, kept opaque for republishing
     redelivered: bool = False  # the broker delivered it before (a consumer died or requeued it)
+    received_at: float = 0.0  # time.monotonic() when it arrived (the processing-time metric)
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ def _process_group(
             status=run.status,
             attempt=job.attempt,
         )
-        decided[index] = Instruction(deliveries[index], Ack(), _reply(deliveries[index], job, run))
+        decided[index] = Instruction(deliveries[index], Ack(duplicate), _reply(deliveries[index], job, run))
     if done:
         log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(deliveries) - done)
 

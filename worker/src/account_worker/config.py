@@ -334,6 +334,28 @@ class Config:
         ),
     )
 
+    metrics_port: int | None = field(
+        default=None,
+        metadata=env(
+            "WORKER_METRICS_PORT",
+            _integer(1, 65535),
+            "port of this instance's HTTP server: Prometheus `/metrics` and `/ready` (200 or 503); unset: none",
+        ),
+    )
+    metrics_address: str = field(
+        default="127.0.0.1",
+        metadata=env("WORKER_METRICS_ADDRESS", _text, "address the metrics server listens on (`0.0.0.0`: all)"),
+    )
+    metrics_database_check: float = field(
+        default=10.0,
+        metadata=env(
+            "WORKER_METRICS_DATABASE_CHECK",
+            _number(lambda v: v >= 1, ">= 1"),
+            "seconds between the metrics server's own database pings, made only while no batch has "
+            "shown the database answering within that time; >= 1",
+        ),
+    )
+
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.queue}.dlq"

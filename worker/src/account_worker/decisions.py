@@ -23,8 +23,9 @@ MAX_REASON_LENGTH = 500
 
 @dataclass(frozen=True)
 class Ack:
-    """The job's run is committed: reply (if asked) and ack."""
+    """The job's run is committed: reply (if asked) and ack; duplicate: it was recorded by an earlier delivery."""
 
+    duplicate: bool = False
     verdict: ClassVar[str] = "ack"
 
 

@@ -28,6 +28,7 @@ from account_worker.config import Config
 from account_worker.errors import JobThreadCrashed
 from account_worker.jobloop import Crashed, JobLoop, JobReport, Resume
 from account_worker.logsetup import log_event
+from account_worker.observe import NO_OBSERVER, Observer
 from account_worker.session import Session
 
 POLL_SECONDS = 0.2
@@ -45,6 +46,7 @@ class IOLoop:
         random: Callable[[], float],
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._cfg = cfg
         self._stop = stop
@@ -53,6 +55,7 @@ class IOLoop:
         self._random = random
         self._log = logger
         self._clock = clock
+        self._observer = observer
         self._secrets = cfg.secrets()
         self._inbox: queue.Queue[JobReport] = queue.Queue()
         self._session: Session | None = None  # the open connection's session; read by the job thread
@@ -88,8 +91,9 @@ class IOLoop:
 
     def _serve(self, conn: Any, job: JobLoop) -> None:
         try:
-            session = Session(conn, self._cfg, self._log, self._secrets)
+            session = Session(conn, self._cfg, self._log, self._secrets, self._observer)
             self._session = session
+            self._observer.connected(True)
             while not self._stop.is_set():
                 if not self._paused:
                     session.consume(self._on_delivery)
@@ -101,6 +105,7 @@ class IOLoop:
             self._shutdown(session, job)
         finally:
             self._session = None
+            self._observer.connected(False)
             if conn.is_open:
                 with contextlib.suppress(*amqp.CONNECTION_ERRORS):
                     conn.close()
@@ -141,10 +146,12 @@ class IOLoop:
                 case Crashed(error=error):
                     raise JobThreadCrashed(f"job thread crashed: {type(error).__name__}: {error}") from error
                 case Resume():
+                    self._observer.database(True)
                     if self._paused:
                         self._paused = False
                         log_event(self._log, logging.INFO, "database_ready")
                 case BatchResult(instructions=instructions, database_down=database_down):
+                    self._observer.database(not database_down)
                     if database_down and not self._paused:
                         self._paused = True
                         self._stop_consuming(session, "database unavailable")

@@ -17,6 +17,8 @@ from account_worker.config import load_config
 from account_worker.db import Database, HostCache
 from account_worker.errors import ConfigError
 from account_worker.logsetup import log_event, setup_logging
+from account_worker.metrics import Instrumentation, serve
+from account_worker.observe import NO_OBSERVER
 from account_worker.runner import Runner
 
 EXIT_OK = 0
@@ -61,11 +63,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     stop = threading.Event()
     install_signal_handlers(stop)
     database = Database(cfg.database_url, cache=HostCache(cfg.host_cache_ttl), secrets=cfg.secrets())
+    instrumentation: Instrumentation | None = None
     try:
-        return Runner(cfg, database, action, stop, logger=logger).run()
+        if cfg.metrics_port is not None:
+            # The probe's own connection: the job thread's belongs to the job thread.
+            probe_db = Database(cfg.database_url, secrets=cfg.secrets())
+            instrumentation = serve(cfg, cfg.metrics_port, probe_db.ping, probe_db.close, logger)
+        observer = instrumentation.metrics if instrumentation is not None else NO_OBSERVER
+        return Runner(cfg, database, action, stop, logger=logger, observer=observer).run()
     except Exception:  # noqa: BLE001 - last resort: log one line, let runit restart us
         log_event(logger, logging.CRITICAL, "worker_crashed", exc_info=True)
         return EXIT_CRASH
+    finally:
+        if instrumentation is not None:
+            instrumentation.close()
 
 
 if __name__ == "__main__":

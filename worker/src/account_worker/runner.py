@@ -21,6 +21,7 @@ from account_worker.config import Config
 from account_worker.ioloop import IOLoop
 from account_worker.jobloop import JobLoop
 from account_worker.logsetup import LOGGER_NAME, log_event
+from account_worker.observe import NO_OBSERVER, Observer
 from account_worker.store import Database
 
 
@@ -35,11 +36,12 @@ class Runner:
         connect: Callable[..., Any] = amqp.connect,
         random: Callable[[], float] = _random.random,
         logger: logging.Logger | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._cfg = cfg
         self._log = logger or logging.getLogger(LOGGER_NAME)
         deliveries: queue.Queue[Delivery] = queue.Queue()
-        self._io = IOLoop(cfg, stop, deliveries, connect=connect, random=random, logger=self._log)
+        self._io = IOLoop(cfg, stop, deliveries, connect=connect, random=random, logger=self._log, observer=observer)
         self._job = JobLoop(
             cfg,
             database,

@@ -23,11 +23,23 @@ from account_worker.batch import Delivery, Instruction
 from account_worker.config import Config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
 from account_worker.logsetup import log_event
+from account_worker.observe import NO_OBSERVER, Observer
 from account_worker.redact import redact
+
+# How the observer sees deliveries returned to the queue other than by a Requeue decision.
+GIVEN_BACK = Requeue("given back to the queue")
+REPUBLISH_FAILED = Requeue("republish failed; nacked with requeue")
 
 
 class Session:
-    def __init__(self, conn: Any, cfg: Config, log: logging.Logger, secrets: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        cfg: Config,
+        log: logging.Logger,
+        secrets: Sequence[str] = (),
+        observer: Observer = NO_OBSERVER,
+    ) -> None:
         """Open a confirm-mode channel on `conn`, declare the topology if asked, set the prefetch."""
         channel = conn.channel()
         channel.confirm_delivery()
@@ -39,6 +51,7 @@ class Session:
         self._cfg = cfg
         self._log = log
         self._secrets = tuple(secrets)
+        self._observer = observer
         self._consumer_tag: str | None = None
         self._unsettled: set[int] = set()  # tags delivered on this channel and not yet acked or nacked
         self._on_delivery: Callable[[Delivery], bool] = lambda delivery: False
@@ -69,6 +82,7 @@ class Session:
         self._consumer_tag = self._channel.basic_consume(
             queue=self._cfg.queue, on_message_callback=self._on_message, auto_ack=False
         )
+        self._observer.consuming(True)
         log_event(self._log, logging.INFO, "consuming", queue=self._cfg.queue, prefetch=self._cfg.prefetch)
 
     def cancel(self, reason: str) -> None:
@@ -77,11 +91,13 @@ class Session:
             return
         tag, self._consumer_tag = self._consumer_tag, None
         self._channel.basic_cancel(tag)
+        self._observer.consuming(False)
         log_event(self._log, logging.INFO, "consuming_stopped", reason=reason)
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         delivery = amqp.delivery_from_pika(method, properties, body, self)
         self._unsettled.add(delivery.tag)
+        self._observer.received(delivery)
         if not self._on_delivery(delivery):
             self._give_back(delivery)
 
@@ -98,8 +114,9 @@ class Session:
         except amqp.PUBLISH_ERRORS as exc:
             log_event(self._log, logging.WARNING, "give_back_failed", message_id=delivery.message_id, error=repr(exc))
             self._nack(delivery.tag)
-            return
-        self._ack(delivery.tag)
+        else:
+            self._ack(delivery.tag)
+        self._observer.settled(delivery, GIVEN_BACK)
 
     def _ack(self, tag: int) -> None:
         self._channel.basic_ack(delivery_tag=tag)
@@ -145,6 +162,7 @@ class Session:
             if isinstance(decision, Ack):
                 self._reply(instruction)
                 pending.append(delivery.tag)
+                self._observer.settled(delivery, decision)
                 continue
             if pending:
                 self._ack_run(pending)
@@ -161,6 +179,7 @@ class Session:
             case Retry(next_attempt=next_attempt, delay_ms=delay_ms):
                 self._republish_then_ack(
                     delivery,
+                    decision,
                     lambda: amqp.publish_retry(channel, self._cfg, delivery, next_attempt, delay_ms),
                     "job_retry_scheduled",
                     next_attempt=next_attempt,
@@ -170,6 +189,7 @@ class Session:
                 shown = redact(reason, self._secrets)
                 self._republish_then_ack(
                     delivery,
+                    decision,
                     lambda: amqp.publish_dead_letter(channel, self._cfg, delivery, shown),
                     "job_dead_lettered",
                     reason=shown,
@@ -185,7 +205,14 @@ class Session:
             except amqp.PUBLISH_ERRORS as exc:
                 log_event(self._log, logging.WARNING, "reply_failed", message_id=delivery.message_id, error=repr(exc))
 
-    def _republish_then_ack(self, delivery: Delivery, publish: Callable[[], None], event: str, **fields: Any) -> None:
+    def _republish_then_ack(
+        self,
+        delivery: Delivery,
+        decision: Retry | DeadLetter,
+        publish: Callable[[], None],
+        event: str,
+        **fields: Any,
+    ) -> None:
         try:
             publish()  # confirm mode: returns once the broker has the copy
         except amqp.PUBLISH_ERRORS as exc:
@@ -198,6 +225,8 @@ class Session:
                 error=repr(exc),
             )
             self._nack(delivery.tag)
+            self._observer.settled(delivery, REPUBLISH_FAILED)
             return
         self._ack(delivery.tag)
+        self._observer.settled(delivery, decision)
         log_event(self._log, logging.INFO, event, message_id=delivery.message_id, **fields)

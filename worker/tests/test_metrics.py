@@ -1,0 +1,288 @@
+"""Worker metrics and readiness with a real Prometheus registry (no network but one loopback test)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import urllib.error
+import urllib.request
+
+import pika
+import pytest
+from prometheus_client import CollectorRegistry
+
+from account_worker.batch import CRASHED_REASON, Delivery, Instruction
+from account_worker.config import load_config
+from account_worker.decisions import Ack, DeadLetter, Requeue, Retry, decide
+from account_worker.errors import (
+    BadApiKey,
+    InvalidMessage,
+    PermanentJobError,
+    RecordRejected,
+    TransientJobError,
+    UnknownAccount,
+)
+from account_worker.metrics import (
+    OTHER_REASON,
+    DatabaseProbe,
+    WorkerMetrics,
+    make_app,
+    new_registry,
+    reason_class,
+    serve,
+)
+from account_worker.session import Session
+from fakes import Clock, Method, RecordingConnection
+
+LOG = logging.getLogger("account_worker")
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def metrics(registry, clock) -> WorkerMetrics:
+    return WorkerMetrics(registry, clock=clock, wall_clock=lambda: 1_700_000_000.0)
+
+
+def jobs(registry: CollectorRegistry, outcome: str, reason: str = "") -> float | None:
+    return registry.get_sample_value("account_worker_jobs_total", {"outcome": outcome, "reason": reason})
+
+
+def value(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value(name)
+
+
+def delivery(tag: int, received_at: float = 0.0) -> Delivery:
+    return Delivery(tag=tag, source=None, body=b"{}", message_id=f"m{tag}", received_at=received_at)
+
+
+def test_every_outcome_series_exists_at_zero_before_the_first_job(registry, metrics):
+    for outcome in ("done", "duplicate", "retried", "requeued"):
+        assert jobs(registry, outcome) == 0
+    for reason in ("invalid_message", "unknown_account", "bad_apikey", "crashed_worker", OTHER_REASON):
+        assert jobs(registry, "dead_lettered", reason) == 0
+    assert value(registry, "account_worker_last_success_timestamp_seconds") == 0
+
+
+def test_each_decision_counts_under_its_own_outcome(registry, metrics, clock):
+    decisions = [
+        Ack(),
+        Ack(),
+        Ack(duplicate=True),
+        Retry(2, 100, "action failed: TransientJobError: x"),
+        DeadLetter("invalid message: not JSON"),
+        DeadLetter("unknown account: u9"),
+        DeadLetter(f"{CRASHED_REASON} (returned to the queue unsettled 3 times)"),
+        Requeue("database unavailable"),
+    ]
+    for tag, decision in enumerate(decisions, start=1):
+        metrics.received(delivery(tag))
+        metrics.settled(delivery(tag, received_at=clock.now - 0.2), decision)
+    assert jobs(registry, "done") == 2
+    assert jobs(registry, "duplicate") == 1
+    assert jobs(registry, "retried") == 1
+    assert jobs(registry, "requeued") == 1
+    assert jobs(registry, "dead_lettered", "invalid_message") == 1
+    assert jobs(registry, "dead_lettered", "unknown_account") == 1
+    assert jobs(registry, "dead_lettered", "crashed_worker") == 1
+    assert jobs(registry, "dead_lettered", "bad_apikey") == 0
+    # Requeued deliveries are not processing times.
+    assert value(registry, "account_worker_job_duration_seconds_count") == 7
+    assert value(registry, "account_worker_job_duration_seconds_sum") == pytest.approx(7 * 0.2)
+    assert registry.get_sample_value("account_worker_job_duration_seconds_bucket", {"le": "0.1"}) == 0
+    assert registry.get_sample_value("account_worker_job_duration_seconds_bucket", {"le": "0.25"}) == 7
+    assert value(registry, "account_worker_jobs_in_flight") == 0
+    assert value(registry, "account_worker_last_success_timestamp_seconds") == 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("error", "label"),
+    [
+        (InvalidMessage("not JSON"), "invalid_message"),
+        (UnknownAccount("u9"), "unknown_account"),
+        (BadApiKey(), "bad_apikey"),
+        (RecordRejected("value too long"), "record_rejected"),
+        (PermanentJobError("no such host"), "action_failed"),
+        (TransientJobError("timeout"), "retries_exhausted"),
+    ],
+)
+def test_every_dead_letter_reason_the_worker_gives_has_its_class(error, label):
+    decision = decide(error, 5, 5, 1000)
+    assert isinstance(decision, DeadLetter)
+    assert reason_class(decision.reason) == label
+
+
+def test_an_unknown_reason_is_other_not_a_new_label():
+    assert reason_class("something new: 123e4567") == OTHER_REASON
+
+
+def test_in_flight_follows_received_and_settled_and_resets_on_connection_loss(registry, metrics):
+    for tag in range(1, 4):
+        metrics.received(delivery(tag))
+    assert value(registry, "account_worker_jobs_in_flight") == 3
+    metrics.settled(delivery(1), Ack())
+    assert value(registry, "account_worker_jobs_in_flight") == 2
+    metrics.connected(False)
+    assert value(registry, "account_worker_jobs_in_flight") == 0
+
+
+def test_reconnects_count_connections_after_the_first(registry, metrics):
+    metrics.connected(True)
+    assert value(registry, "account_worker_amqp_reconnects_total") == 0
+    assert value(registry, "account_worker_amqp_connected") == 1
+    metrics.connected(False)
+    assert value(registry, "account_worker_amqp_connected") == 0
+    metrics.connected(True)
+    metrics.connected(False)
+    metrics.connected(True)
+    assert value(registry, "account_worker_amqp_reconnects_total") == 2
+
+
+def test_ready_only_when_connected_consuming_and_database_answers(registry, metrics):
+    assert metrics.ready() == (False, "not connected to the broker; not consuming; database unreachable")
+    metrics.connected(True)
+    metrics.consuming(True)
+    assert metrics.ready() == (False, "database unreachable")
+    metrics.database(True)
+    assert metrics.ready() == (True, "ready")
+    assert value(registry, "account_worker_ready") == 1
+    metrics.database(False)
+    assert metrics.ready() == (False, "database unreachable")
+    metrics.database(True)
+    metrics.consuming(False)
+    assert metrics.ready() == (False, "not consuming")
+    metrics.consuming(True)
+    metrics.connected(False)  # a lost connection also ends the consumer
+    assert metrics.ready() == (False, "not connected to the broker; not consuming")
+    assert value(registry, "account_worker_ready") == 0
+
+
+def call(app, path: str) -> tuple[str, bytes]:
+    got: dict[str, str] = {}
+
+    def start_response(status, headers, exc_info=None):
+        got["status"] = status
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "test",
+        "SERVER_PORT": "80",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.url_scheme": "http",
+    }
+    body = b"".join(app(environ, start_response))
+    return got["status"], body
+
+
+def test_ready_endpoint_is_503_with_the_reason_then_200(registry, metrics):
+    app = make_app(registry, metrics.ready)
+    status, body = call(app, "/ready")
+    assert status.startswith("503")
+    assert b"not connected to the broker" in body
+    metrics.connected(True)
+    metrics.consuming(True)
+    metrics.database(True)
+    status, body = call(app, "/ready")
+    assert (status, body) == ("200 OK", b"ready\n")
+
+
+def test_metrics_endpoint_serves_the_worker_and_process_metrics(metrics):
+    registry = new_registry()
+    live = WorkerMetrics(registry)
+    live.settled(delivery(1), Ack())
+    status, body = call(make_app(registry, live.ready), "/metrics")
+    assert status == "200 OK"
+    text = body.decode()
+    assert 'account_worker_jobs_total{outcome="done",reason=""} 1.0' in text
+    assert "account_worker_job_duration_seconds_bucket" in text
+    assert "process_start_time_seconds" in text
+
+
+class Pinger:
+    def __init__(self) -> None:
+        self.pings = 0
+        self.fail = False
+        self.closed = False
+
+    def ping(self) -> None:
+        self.pings += 1
+        if self.fail:
+            raise OSError("connection refused")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_probe_pings_only_while_nothing_else_showed_the_database_recently(metrics, clock):
+    pinger = Pinger()
+    probe = DatabaseProbe(metrics, pinger.ping, pinger.close, 10.0, LOG)
+    probe.check()  # never observed: ping
+    assert (pinger.pings, metrics.ready()[1].endswith("database unreachable")) == (1, False)
+    clock.now += 5
+    metrics.database(True)  # a batch showed it: no ping for the next 10 s
+    clock.now += 9
+    probe.check()
+    assert pinger.pings == 1
+    clock.now += 1
+    pinger.fail = True
+    probe.check()
+    assert pinger.pings == 2
+    assert metrics.ready()[1].endswith("database unreachable")
+
+
+def test_session_reports_each_settlement_to_the_observer(env, registry, metrics):
+    cfg = load_config(env)
+    conn = RecordingConnection()
+    session = Session(conn, cfg, LOG, cfg.secrets(), metrics)
+    got: list[Delivery] = []
+    session.consume(lambda d: got.append(d) or True)
+    assert value(registry, "account_worker_consuming") == 1
+    callback = next(kw["on_message_callback"] for name, kw in conn.ch.calls if name == "basic_consume")
+    for tag in range(1, 6):
+        callback(conn.ch, Method(tag), pika.BasicProperties(message_id=f"m{tag}"), b"{}")
+    assert value(registry, "account_worker_jobs_in_flight") == 5
+    session.settle(
+        [
+            Instruction(got[0], Ack()),
+            Instruction(got[1], Ack(duplicate=True)),
+            Instruction(got[2], Retry(2, 10, "action failed: x")),
+            Instruction(got[3], DeadLetter("bad apikey")),
+            Instruction(got[4], Requeue("database unavailable")),
+        ]
+    )
+    assert [jobs(registry, o) for o in ("done", "duplicate", "retried", "requeued")] == [1, 1, 1, 1]
+    assert jobs(registry, "dead_lettered", "bad_apikey") == 1
+    assert value(registry, "account_worker_jobs_in_flight") == 0
+    assert value(registry, "account_worker_job_duration_seconds_count") == 4
+    session.cancel("test")
+    assert value(registry, "account_worker_consuming") == 0
+
+
+def test_server_answers_on_loopback_and_stops(env):
+    cfg = load_config({**env, "WORKER_METRICS_PORT": "1"})
+    pinger = Pinger()
+    served = serve(cfg, 0, pinger.ping, pinger.close, LOG)
+    try:
+        base = f"http://127.0.0.1:{served.port}"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+            assert b"account_worker_jobs_total" in answer.read()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/ready", timeout=5)
+        assert refused.value.code == 503
+        served.metrics.connected(True)
+        served.metrics.consuming(True)
+        served.metrics.database(True)
+        with urllib.request.urlopen(f"{base}/ready", timeout=5) as answer:
+            assert answer.status == 200
+    finally:
+        served.close()
