@@ -30,14 +30,14 @@ def test_listening(host, port: int) -> None:
 
 def test_configuration_is_valid(host) -> None:
     host.run_expect([0], "promtool check config /etc/prometheus/prometheus.yml")
-    host.run_expect([0], "promtool check rules /etc/prometheus/rules/rabbitmq.yml")
+    host.run_expect([0], "promtool check rules /etc/prometheus/rules/rabbitmq.yml /etc/prometheus/rules/worker.yml")
     host.run_expect([0], "amtool check-config /etc/prometheus/alertmanager.yml")
 
 
 def test_rule_unit_tests_pass(host) -> None:
-    result = host.run("cd /etc/prometheus/rule-tests && promtool test rules rabbitmq.test.yml")
+    result = host.run("cd /etc/prometheus/rule-tests && promtool test rules rabbitmq.test.yml worker.test.yml")
     assert result.rc == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout
+    assert result.stdout.count("SUCCESS") == 2
 
 
 def test_no_receiver_phones_out(host) -> None:

@@ -9,12 +9,12 @@ from pathlib import Path
 import yaml
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "monitoring"
-RULES = ROLE / "templates" / "rabbitmq.rules.yml.j2"
+RULES = sorted((ROLE / "templates").glob("*.rules.yml.j2"))
 TESTS = sorted((ROLE / "files" / "rule-tests").glob("*.test.yml"))
 
 
 def alerts() -> set[str]:
-    return set(re.findall(r"^\s*- alert: (\w+)$", RULES.read_text(), flags=re.M))
+    return {name for path in RULES for name in re.findall(r"^\s*- alert: (\w+)$", path.read_text(), flags=re.M)}
 
 
 def cases() -> list[dict]:
@@ -25,8 +25,10 @@ def cases() -> list[dict]:
     return found
 
 
-def test_the_rules_define_the_broker_alerts() -> None:
-    assert len(alerts()) >= 10, alerts()
+def test_the_rules_define_the_broker_and_worker_alerts() -> None:
+    assert len(alerts()) >= 15, alerts()
+    assert {"WorkerInstanceDown", "WorkerCrashLooping", "WorkerDeadLettering"} <= alerts()
+    assert {"WorkerNoSuccessfulJob", "WorkerDatabaseUnreachable"} <= alerts()
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
@@ -41,6 +43,9 @@ def test_tests_name_only_existing_alerts() -> None:
     assert not unknown, f"tests of alerts the rules do not define: {sorted(unknown)}"
 
 
-def test_rule_tests_read_the_rendered_rules() -> None:
+def test_each_rule_file_has_its_test_file_reading_it() -> None:
+    sets = sorted(path.name.removesuffix(".rules.yml.j2") for path in RULES)
+    assert sorted(path.name.removesuffix(".test.yml") for path in TESTS) == sets
     for path in TESTS:
-        assert yaml.safe_load(path.read_text())["rule_files"] == ["rabbitmq.rules.yml"], path.name
+        name = path.name.removesuffix(".test.yml")
+        assert yaml.safe_load(path.read_text())["rule_files"] == [f"{name}.rules.yml"], path.name
