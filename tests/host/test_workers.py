@@ -104,3 +104,12 @@ def test_psql_reaches_the_database_with_the_deployed_credentials(host) -> None:
         f"-d {url.path.lstrip('/')} -tAc 'SELECT count(*) FROM accounts'"
     )
     assert int(host.check_output(cmd)) >= 1
+
+
+def test_every_instance_serves_metrics_on_the_port_its_run_script_names(host) -> None:
+    for name in instances(host):
+        run = host.file(f"/etc/sv/{name}/run").content_string
+        port = re.search(r"WORKER_METRICS_PORT=(\d+)", run)
+        if port is None:
+            continue  # worker_metrics_port: 0 (metrics off)
+        assert host.socket(f"tcp://0.0.0.0:{port.group(1)}").is_listening, (name, port.group(1))

@@ -26,6 +26,12 @@ class Monitoring:
     vhost: str
     scrape_interval: float
     no_consumers_for: float
+    worker_host: str
+    worker_name: str
+    worker_instances: int
+    worker_down_for: float
+    worker_ready_urls: tuple[str, ...]
+    account_uuid: str
 
     @classmethod
     def from_env(cls) -> Monitoring:
@@ -39,7 +45,17 @@ class Monitoring:
             vhost=env.get("MON_VHOST", "app"),
             scrape_interval=float(env.get("MON_SCRAPE_INTERVAL_S", "15")),
             no_consumers_for=float(env.get("MON_NO_CONSUMERS_FOR_S", "600")),
+            worker_host=env["MON_WORKER_HOST"],
+            worker_name=env.get("MON_WORKER_NAME", "account-worker"),
+            worker_instances=int(env["MON_WORKER_INSTANCES"]),
+            worker_down_for=float(env["MON_WORKER_DOWN_FOR_S"]),
+            worker_ready_urls=tuple(u for u in env.get("MON_WORKER_READY_URLS", "").split(",") if u),
+            account_uuid=env["MON_ACCOUNT_UUID"],
         )
+
+    @property
+    def worker_services(self) -> list[str]:
+        return [f"{self.worker_name}-{i}" for i in range(1, self.worker_instances + 1)]
 
     def targets(self) -> list[dict[str, Any]]:
         return list(_get(self.prometheus + "/api/v1/targets?state=active")["data"]["activeTargets"])
@@ -58,6 +74,10 @@ class Monitoring:
         """Alerts Alertmanager holds as active (firing, not silenced or inhibited)."""
         query = urllib.parse.urlencode({"filter": f'alertname="{alertname}"', "active": "true"})
         return [a for a in _get(self.alertmanager + "/api/v2/alerts?" + query) if a["status"]["state"] == "active"]
+
+    def total(self, promql: str) -> float:
+        """A sum() query's value, 0 when it returns no series."""
+        return self.scalar(promql) or 0.0
 
     def wait_scrapes(self, n: int = 2) -> None:
         time.sleep(n * self.scrape_interval + 1)
