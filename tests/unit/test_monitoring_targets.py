@@ -1,0 +1,105 @@
+"""The monitoring role's scrape targets, rendered from an inventory by Ansible itself (no host needed):
+brokers over HTTP, or HTTPS on the TLS port when their inventory gives them a certificate; one
+target per worker instance on the ports the worker role gives them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLE = ROOT / "roles" / "monitoring"
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+
+INVENTORY = {
+    "all": {
+        "children": {
+            "brokers": {
+                "hosts": {
+                    "mq-plain": {},
+                    "mq-tls": {"rabbitmq_tls_certificate_src": "/somewhere/mq-tls.crt"},
+                }
+            },
+            "workers": {
+                "hosts": {
+                    "w-two": {"worker_instances": 2},
+                    "w-off": {"worker_metrics_port": 0},
+                    "w-own": {"worker_metrics_port": 9300, "worker_name": "other"},
+                    "w-default": {},
+                }
+            },
+        }
+    }
+}
+
+
+def render(tmp_path: Path, extra_vars: dict) -> dict:
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))
+    out = tmp_path / "prometheus.yml"
+    play = [
+        {
+            "hosts": "localhost",
+            "connection": "local",
+            "gather_facts": False,
+            "vars_files": [str(ROLE / "defaults/main.yml"), str(ROLE / "vars/main.yml")],
+            "tasks": [
+                {
+                    "ansible.builtin.template": {
+                        "src": str(ROLE / "templates/prometheus.yml.j2"),
+                        "dest": str(out),
+                        "mode": "0644",
+                    }
+                }
+            ],
+        }
+    ]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    (tmp_path / "extra.yml").write_text(yaml.safe_dump({"ansible_python_interpreter": sys.executable, **extra_vars}))
+    result = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(tmp_path / "hosts.yml"), "-e", f"@{tmp_path / 'extra.yml'}", "play.yml"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return {job["job_name"]: job for job in yaml.safe_load(out.read_text())["scrape_configs"]}
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory) -> dict:
+    return render(tmp_path_factory.mktemp("targets"), {"monitoring_rabbitmq_tls_ca_src": "/ca/sandbox-ca.crt"})
+
+
+def targets(job: dict) -> dict[str, dict]:
+    return {target: group.get("labels", {}) for group in job["static_configs"] for target in group["targets"]}
+
+
+@pytest.mark.parametrize("name", ["rabbitmq", "rabbitmq-detailed"])
+def test_a_tls_broker_is_scraped_over_https_on_its_tls_port_with_the_ca(jobs: dict, name: str) -> None:
+    found = targets(jobs[name])
+    assert set(found) == {"mq-plain:15692", "mq-tls:15691"}
+    assert found["mq-tls:15691"].get("__scheme__") == "https"
+    assert "__scheme__" not in found["mq-plain:15692"]
+    assert jobs[name]["tls_config"] == {"ca_file": "/etc/prometheus/rabbitmq-ca.crt"}
+
+
+def test_every_worker_instance_is_a_target_unless_its_metrics_are_off(jobs: dict) -> None:
+    assert targets(jobs["worker"]) == {
+        "w-two:9191": {"worker_instance": "account-worker-1"},
+        "w-two:9192": {"worker_instance": "account-worker-2"},
+        "w-own:9300": {"worker_instance": "other-1"},
+        "w-default:9191": {"worker_instance": "account-worker-1"},
+    }
+
+
+def test_without_a_ca_no_tls_config_is_written(tmp_path: Path) -> None:
+    jobs = render(tmp_path, {})
+    assert "tls_config" not in jobs["rabbitmq"]
