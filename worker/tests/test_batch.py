@@ -4,9 +4,10 @@ import json
 
 import pytest
 
+from account_worker.actions import Outcome
 from account_worker.batch import BatchSettings, Delivery, process_batch, requeue_all
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
-from account_worker.errors import DatabaseUnavailable, PermanentJobError, TransientJobError
+from account_worker.errors import DatabaseUnavailable, InvalidMessage, PermanentJobError, TransientJobError
 from account_worker.store import RecordedRun
 from fakes import FakeAction, FakeStore
 
@@ -199,3 +200,33 @@ def test_requeue_all_gives_every_delivery_back_in_order():
     assert [i.decision for i in result.instructions] == [Requeue("shutting down")] * 2
     assert not result.database_down
     assert requeue_all(batch, "database unavailable: x", database_down=True).database_down
+
+
+def test_an_outcome_with_output_is_recorded_and_replied_also_on_redelivery(store):
+    def action(job, host):
+        return Outcome("done", 0, f"up on {host}\n", "")
+
+    result = process_batch([delivery(1, "u1", reply_to="replies")], store, action, SETTINGS)
+    assert verdicts(result) == [Ack]
+    assert store.runs["m1"].stdout == "up on host-1\n" and store.runs["m1"].exit_status == 0
+    assert result.instructions[0].reply == {
+        "account_uuid": "u1",
+        "host": "host-1",
+        "status": "done",
+        "message_id": "m1",
+        "exit_status": 0,
+        "stdout": "up on host-1\n",
+        "stderr": "",
+    }
+    again = process_batch([delivery(1, "u1", reply_to="replies", redelivered=True)], store, FakeAction(), SETTINGS)
+    assert again.instructions[0].reply == result.instructions[0].reply
+
+
+def test_an_invalid_command_from_the_action_is_dead_lettered_as_invalid(store):
+    def action(job, host):
+        raise InvalidMessage("command 'rm' is not allow-listed")
+
+    result = process_batch([delivery(1)], store, action, SETTINGS)
+    decision = result.instructions[0].decision
+    assert isinstance(decision, DeadLetter)
+    assert decision.reason == "invalid message: command 'rm' is not allow-listed"

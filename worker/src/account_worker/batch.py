@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from account_worker.actions import Action
+from account_worker.actions import Action, Outcome
 from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, decide, reason_of
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
 from account_worker.logsetup import LOGGER_NAME, log_event
@@ -54,7 +54,7 @@ class Instruction:
 
     delivery: Delivery
     decision: Decision
-    reply: Mapping[str, str] | None = None
+    reply: Mapping[str, str | int] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,31 @@ def _apikey_ok(expected: str | None, given: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str] | None:
+def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str | int] | None:
     if not delivery.reply_to:
         return None
-    return {"account_uuid": job.account_uuid, "host": run.host, "status": run.status, "message_id": job.message_id}
+    reply: dict[str, str | int] = {
+        "account_uuid": job.account_uuid,
+        "host": run.host,
+        "status": run.status,
+        "message_id": job.message_id,
+    }
+    if run.exit_status is not None:
+        reply["exit_status"] = run.exit_status
+    if run.stdout is not None:
+        reply["stdout"] = run.stdout
+    if run.stderr is not None:
+        reply["stderr"] = run.stderr
+    return reply
+
+
+def _outcome(result: object) -> Outcome:
+    """An action's return value as an Outcome (a bare status string is one without output)."""
+    if isinstance(result, str) and result:
+        return Outcome(result)
+    if isinstance(result, Outcome) and isinstance(result.status, str) and result.status:
+        return result
+    raise TypeError(f"action returned {result!r}, expected a non-empty status string or an Outcome")
 
 
 def narrow(items: Sequence[T], call: Callable[[Sequence[T]], R]) -> tuple[list[R], list[tuple[T, Exception]]]:
@@ -273,9 +294,7 @@ def _process_group(
             waiting.append((index, job))  # redelivery or duplicate in this batch: no second side effect
             continue
         try:
-            status = action(job, host)
-            if not isinstance(status, str) or not status:
-                raise TypeError(f"action returned {status!r}, expected a non-empty status string")
+            outcome = _outcome(action(job, host))
         except DatabaseUnavailable as exc:
             return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
         except Exception as exc:  # noqa: BLE001 - classified by decide()
@@ -283,7 +302,18 @@ def _process_group(
             continue
         first_index[job.message_id] = index
         waiting.append((index, job))
-        to_record.append(Run(job.message_id, job.account_uuid, host, status, job.attempt))
+        to_record.append(
+            Run(
+                job.message_id,
+                job.account_uuid,
+                host,
+                outcome.status,
+                job.attempt,
+                outcome.exit_status,
+                outcome.stdout,
+                outcome.stderr,
+            )
+        )
 
     try:
         batches, refused = narrow(to_record, store.record_runs) if to_record else ([], [])
