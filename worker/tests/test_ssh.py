@@ -240,5 +240,9 @@ def test_the_action_refuses_commands_outside_the_allow_list_before_connecting(po
     action = SshAction(SETTINGS, COMMANDS, pool)
     with pytest.raises(InvalidMessage):
         action(Job("m", "k", "u", payload={"command": "rm"}), "a")
+    with pytest.raises(InvalidMessage, match="no command"):
+        action(Job("m", "k", "u", payload={"comand": "check"}), "a")
+    assert pool.handshakes == 0
+    assert action(Job("m", "k", "u"), "a") == "done"  # no payload: the record-only job
     assert pool.handshakes == 0
     assert action(Job("m", "k", "u", payload={"command": "check"}), "a") == Outcome("done", 0, "", "")

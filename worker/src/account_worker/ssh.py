@@ -13,6 +13,7 @@ unreachable host, a run past its time limit -> TransientJobError (retried, then
 dead-lettered); any other exit code, a host key that differs from or is missing in
 known_hosts, a refused login -> PermanentJobError (dead-lettered with the reason); a
 command that is not allow-listed or a parameter failing its pattern -> InvalidMessage.
+A job without a payload is the record-only job (actions.default_action): nothing runs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import paramiko
 
-from account_worker.actions import Outcome
+from account_worker.actions import Outcome, default_action
 from account_worker.commands import AllowList, Command, request_of
 from account_worker.errors import PermanentJobError, TransientJobError
 from account_worker.logsetup import LOGGER_NAME, log_event
@@ -294,7 +295,9 @@ class SshAction:
         self._allow_list = allow_list
         self.pool = pool or SshPool(settings)
 
-    def __call__(self, job: Job, host: str) -> Outcome:
+    def __call__(self, job: Job, host: str) -> str | Outcome:
+        if not job.payload:  # no payload at all: the record-only job (a payload without a command is invalid)
+            return default_action(job, host)
         request = request_of(self._allow_list, job.payload)  # InvalidMessage: dead-lettered as invalid
         try:
             exit_status, stdout, stderr = self.pool.run(host, request.line)
