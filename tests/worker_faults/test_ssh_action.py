@@ -20,7 +20,7 @@ import pytest
 
 from deployment import Env
 from support.containers import pids, run_in, start_service, stop_service
-from support.db import wait_recorded
+from support.db import recorded, wait_recorded
 from support.jobs import EXCHANGE, ROUTING_KEY, JobPublisher, drain_dead_letters, job_properties
 
 WORKER_PROCESS = "bin/account-worker"
@@ -168,7 +168,7 @@ def test_forbidden_commands_and_bad_parameters_are_dead_lettered_as_invalid(
     assert set(dead) == {f"{prefix}{name}" for name in bad}
     assert all(reason.startswith("invalid message: ") for reason in dead.values()), dead
     assert "not allow-listed" in dead[f"{prefix}unknown"]
-    assert wait_recorded(env.database_url, prefix, 1, deadline_s=1).rows == 0
+    assert recorded(env.database_url, prefix).rows == 0
 
 
 def test_a_non_zero_exit_is_dead_lettered_with_its_status_and_a_listed_one_retried_first(
@@ -209,7 +209,7 @@ def test_a_host_key_that_differs_from_the_pinned_one_is_dead_lettered(
     publish(publisher, f"{prefix}hostkey", account_uuid, {"command": "hostname"})
     dead = wait_dead(env, prefix, 1, deadline_s=60)
     assert f"host key mismatch for {host}" in dead.get(f"{prefix}hostkey", ""), dead
-    assert wait_recorded(env.database_url, prefix, 1, deadline_s=1).rows == 0
+    assert recorded(env.database_url, prefix).rows == 0
 
 
 def test_an_unreachable_host_is_retried_then_dead_lettered(env: Env, publisher: JobPublisher) -> None:
@@ -281,3 +281,27 @@ def test_jobs_to_one_host_share_one_connection_per_worker_process(
         }
     )
     assert 1 <= handshakes <= processes, f"{handshakes} SSH handshakes for {jobs} jobs and {processes} workers"
+
+
+def test_jobs_run_concurrently_within_the_per_host_bound(
+    env: Env, publisher: JobPublisher, target: tuple[str, str]
+) -> None:
+    account_uuid, host = target
+    jobs, per_host_bound = 16, 4  # WORKER_SSH_HOST_CONCURRENCY's default, per worker process
+    prefix = run_id()
+    for n in range(jobs):
+        publish(publisher, f"{prefix}{n:04d}", account_uuid, {"command": "sleep", "params": {"seconds": 2}})
+    most = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        running = run_in(host, "pgrep", "-c", "-u", env.ssh_user, "-x", "sleep", check=False).stdout.strip()
+        most = max(most, int(running or 0))
+        if recorded(env.database_url, prefix).distinct == jobs:
+            break
+        time.sleep(0.2)
+    assert wait_recorded(env.database_url, prefix, jobs, deadline_s=5).distinct == jobs
+    processes = worker_processes(env)
+    env.results.append(
+        {"test": "ssh concurrency", "sent": jobs, "recorded": jobs, "duplicates": 0, "dead_lettered": 0, "most": most}
+    )
+    assert 2 <= most <= per_host_bound * processes, f"at most {most} commands ran at once"

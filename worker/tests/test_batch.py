@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -230,3 +232,33 @@ def test_an_invalid_command_from_the_action_is_dead_lettered_as_invalid(store):
     decision = result.instructions[0].decision
     assert isinstance(decision, DeadLetter)
     assert decision.reason == "invalid message: command 'rm' is not allow-listed"
+
+
+def test_with_a_pool_the_actions_of_a_batch_run_at_the_same_time(store):
+    together = threading.Barrier(4, timeout=30)  # only passed if four actions wait at once
+
+    def action(job, host):
+        together.wait()
+        return "done"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        result = process_batch([delivery(n) for n in range(1, 5)], store, action, SETTINGS, pool=pool)
+    assert verdicts(result) == [Ack] * 4
+    assert store.commits == 1  # recorded once, after every action finished
+
+
+def test_with_a_pool_a_duplicate_runs_only_when_its_first_delivery_failed(store):
+    calls = []
+
+    def action(job, host):
+        calls.append(job.message_id)
+        if len(calls) == 1:
+            raise TransientJobError("first try fails")
+        return "done"
+
+    batch = [delivery(1, mid="same"), delivery(2, mid="same"), delivery(3, mid="other")]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        result = process_batch(batch, store, action, SETTINGS, pool=pool)
+    assert calls == ["same", "other", "same"]
+    assert verdicts(result) == [Retry, Ack, Ack]
+    assert store.runs["same"].status == "done"

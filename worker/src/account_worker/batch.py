@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -158,6 +159,8 @@ def process_in_groups(
     action: Action,
     settings: BatchSettings,
     logger: logging.Logger | None = None,
+    *,
+    pool: Executor | None = None,
 ) -> Iterator[BatchResult]:
     """Process a batch as results to carry out one after the other, each settling some deliveries.
 
@@ -203,7 +206,7 @@ def process_in_groups(
                 delivery_count=returned,
                 crash_limit=settings.crash_limit,
             )
-        result = _process_group(group, store, action, settings, log)
+        result = _process_group(group, store, action, settings, log, pool=pool)
         yield result
         if result.database_down:
             rest = [d for later in groups[number + 1 :] for d in later]
@@ -218,9 +221,11 @@ def process_batch(
     action: Action,
     settings: BatchSettings,
     logger: logging.Logger | None = None,
+    *,
+    pool: Executor | None = None,
 ) -> BatchResult:
     """process_in_groups as one result: one instruction per delivery, in delivery order."""
-    results = list(process_in_groups(deliveries, store, action, settings, logger))
+    results = list(process_in_groups(deliveries, store, action, settings, logger, pool=pool))
     if len(results) == 1:
         return results[0]
     by_delivery = {id(i.delivery): i for result in results for i in result.instructions}
@@ -235,6 +240,8 @@ def _process_group(
     action: Action,
     settings: BatchSettings,
     log: logging.Logger,
+    *,
+    pool: Executor | None = None,
 ) -> BatchResult:
     """process_batch for deliveries processed together: one lookup, one record (narrowed on failure)."""
     decided: dict[int, Instruction] = {}
@@ -284,22 +291,28 @@ def _process_group(
     to_record: list[Run] = []
     first_index: dict[str, int] = {}  # message_id -> index of the delivery whose action ran
     waiting: list[tuple[int, Job]] = []  # deliveries whose outcome is the recorded run
+    to_run: list[tuple[int, Job, str]] = []  # first deliveries of each message: run, concurrently if a pool
+    later: list[tuple[int, Job, str]] = []  # duplicates in this batch: only run if the first one failed
+    claimed: set[str] = set()
 
     for index, job in jobs:
         host = hosts.get(job.account_uuid)
         if host is None:
             fail(index, UnknownAccount(job.account_uuid), job.attempt, job)
             continue
-        if job.message_id in done_before or job.message_id in first_index:
-            waiting.append((index, job))  # redelivery or duplicate in this batch: no second side effect
+        if job.message_id in done_before:
+            waiting.append((index, job))  # redelivery: no second side effect
             continue
-        try:
-            outcome = _outcome(action(job, host))
-        except DatabaseUnavailable as exc:
-            return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
-        except Exception as exc:  # noqa: BLE001 - classified by decide()
-            fail(index, exc, job.attempt, job)
-            continue
+        (later if job.message_id in claimed else to_run).append((index, job, host))
+        claimed.add(job.message_id)
+
+    def settle(index: int, job: Job, host: str, result: Outcome | Exception) -> bool:
+        """Note one action's result; False if the database is down (the group is requeued)."""
+        if isinstance(result, DatabaseUnavailable):
+            return False
+        if isinstance(result, Exception):
+            fail(index, result, job.attempt, job)
+            return True
         first_index[job.message_id] = index
         waiting.append((index, job))
         to_record.append(
@@ -307,13 +320,23 @@ def _process_group(
                 job.message_id,
                 job.account_uuid,
                 host,
-                outcome.status,
+                result.status,
                 job.attempt,
-                outcome.exit_status,
-                outcome.stdout,
-                outcome.stderr,
+                result.exit_status,
+                result.stdout,
+                result.stderr,
             )
         )
+        return True
+
+    for (index, job, host), result in zip(to_run, run_actions(action, to_run, pool), strict=True):
+        if not settle(index, job, host, result):
+            return requeue_all(deliveries, "database unavailable", database_down=True)
+    for index, job, host in later:
+        if job.message_id in first_index:
+            waiting.append((index, job))  # duplicate within this batch: the first one's run answers it
+        elif not settle(index, job, host, run_actions(action, [(index, job, host)], None)[0]):
+            return requeue_all(deliveries, "database unavailable", database_down=True)
 
     try:
         batches, refused = narrow(to_record, store.record_runs) if to_record else ([], [])
@@ -350,6 +373,23 @@ def _process_group(
         log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(deliveries) - done)
 
     return BatchResult(tuple(decided[i] for i in range(len(deliveries))))
+
+
+def _run_one(action: Action, job: Job, host: str) -> Outcome | Exception:
+    try:
+        return _outcome(action(job, host))
+    except Exception as exc:  # noqa: BLE001 - classified by decide() (DatabaseUnavailable: requeued)
+        return exc
+
+
+def run_actions(
+    action: Action, calls: Sequence[tuple[int, Job, str]], pool: Executor | None
+) -> list[Outcome | Exception]:
+    """Each call's outcome or error, in order; on the pool's threads when there is a pool and more than one."""
+    if pool is None or len(calls) < 2:
+        return [_run_one(action, job, host) for _, job, host in calls]
+    futures = [pool.submit(_run_one, action, job, host) for _, job, host in calls]
+    return [future.result() for future in futures]
 
 
 def _look_up(

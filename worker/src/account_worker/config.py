@@ -340,6 +340,16 @@ class Config:
         ),
     )
 
+    concurrency: int = field(
+        default=1,
+        metadata=env(
+            "WORKER_CONCURRENCY",
+            _integer(1, 256),
+            "actions run at once (threads) within a batch, 1..256; the batch is recorded when all finished",
+            default_from=lambda earlier: "16" if earlier["action"] == SSH_ACTION else "1",
+            shown_default="16 with ssh, else 1",
+        ),
+    )
     ssh_user: str = field(
         default="account-jobs", metadata=env("WORKER_SSH_USER", _text, "ssh action: user on the account hosts")
     )
