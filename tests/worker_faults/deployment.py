@@ -7,6 +7,8 @@ Environment (set by molecule/worker/verify.yml):
     IT_WORKER_HOSTS    containers running the worker (comma-separated)
     IT_WORKER_NAME     runit service prefix (account-worker)
     IT_ACCOUNTS        account_uuid=host pairs seeded in the database
+    IT_ACCOUNT_HOSTS   containers the ssh action runs commands on (sshd, role account_host)
+    IT_SSH_USER        the user the workers log in as there
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Env:
     worker_hosts: list[str]
     worker_name: str
     accounts: dict[str, str]
+    account_hosts: list[str] = field(default_factory=list)
+    ssh_user: str = "account-jobs"
     results: list[dict] = field(default_factory=list)
 
     @classmethod
@@ -38,6 +42,8 @@ class Env:
             worker_hosts=environ["IT_WORKER_HOSTS"].split(","),
             worker_name=environ.get("IT_WORKER_NAME", "account-worker"),
             accounts=dict(pairs),
+            account_hosts=[h for h in environ.get("IT_ACCOUNT_HOSTS", "").split(",") if h],
+            ssh_user=environ.get("IT_SSH_USER", "account-jobs"),
         )
 
 

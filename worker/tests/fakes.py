@@ -79,7 +79,9 @@ class FakeStore:
             if run.message_id in self.runs:
                 out.append(self.runs[run.message_id]._replace(already_done=True))
             else:
-                self.runs[run.message_id] = RecordedRun(run.message_id, run.host, run.status, False)
+                self.runs[run.message_id] = RecordedRun(
+                    run.message_id, run.host, run.status, False, run.exit_status, run.stdout, run.stderr
+                )
                 out.append(self.runs[run.message_id])
         self.commits += 1
         return out

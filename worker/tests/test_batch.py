@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from account_worker.actions import Outcome
 from account_worker.batch import BatchSettings, Delivery, process_batch, requeue_all
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
-from account_worker.errors import DatabaseUnavailable, PermanentJobError, TransientJobError
+from account_worker.errors import DatabaseUnavailable, InvalidMessage, PermanentJobError, TransientJobError
 from account_worker.store import RecordedRun
 from fakes import FakeAction, FakeStore
 
@@ -200,3 +203,63 @@ def test_requeue_all_gives_every_delivery_back_in_order():
     assert [i.decision for i in result.instructions] == [Requeue("shutting down")] * 2
     assert not result.database_down
     assert requeue_all(batch, "database unavailable: x", database_down=True).database_down
+
+
+def test_an_outcome_with_output_is_recorded_and_replied_also_on_redelivery(store):
+    def action(job, host):
+        return Outcome("done", 0, f"up on {host}\n", "")
+
+    result = process_batch([delivery(1, "u1", reply_to="replies")], store, action, SETTINGS)
+    assert verdicts(result) == [Ack]
+    assert store.runs["m1"].stdout == "up on host-1\n" and store.runs["m1"].exit_status == 0
+    assert result.instructions[0].reply == {
+        "account_uuid": "u1",
+        "host": "host-1",
+        "status": "done",
+        "message_id": "m1",
+        "exit_status": 0,
+        "stdout": "up on host-1\n",
+        "stderr": "",
+    }
+    again = process_batch([delivery(1, "u1", reply_to="replies", redelivered=True)], store, FakeAction(), SETTINGS)
+    assert again.instructions[0].reply == result.instructions[0].reply
+
+
+def test_an_invalid_command_from_the_action_is_dead_lettered_as_invalid(store):
+    def action(job, host):
+        raise InvalidMessage("command 'rm' is not allow-listed")
+
+    result = process_batch([delivery(1)], store, action, SETTINGS)
+    decision = result.instructions[0].decision
+    assert isinstance(decision, DeadLetter)
+    assert decision.reason == "invalid message: command 'rm' is not allow-listed"
+
+
+def test_with_a_pool_the_actions_of_a_batch_run_at_the_same_time(store):
+    together = threading.Barrier(4, timeout=30)  # only passed if four actions wait at once
+
+    def action(job, host):
+        together.wait()
+        return "done"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        result = process_batch([delivery(n) for n in range(1, 5)], store, action, SETTINGS, pool=pool)
+    assert verdicts(result) == [Ack] * 4
+    assert store.commits == 1  # recorded once, after every action finished
+
+
+def test_with_a_pool_a_duplicate_runs_only_when_its_first_delivery_failed(store):
+    calls = []
+
+    def action(job, host):
+        calls.append(job.message_id)
+        if len(calls) == 1:
+            raise TransientJobError("first try fails")
+        return "done"
+
+    batch = [delivery(1, mid="same"), delivery(2, mid="same"), delivery(3, mid="other")]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        result = process_batch(batch, store, action, SETTINGS, pool=pool)
+    assert calls == ["same", "other", "same"]
+    assert verdicts(result) == [Retry, Ack, Ack]
+    assert store.runs["same"].status == "done"

@@ -97,17 +97,22 @@ def test_record_runs_reports_existing_rows_in_one_transaction():
         if sql.lstrip().startswith("INSERT"):
             ids = params[0]
             assert params[4] == [1, 3]
-            return [(ids[0], "h1", "done")]  # second one conflicted
+            assert params[5:] == ([0, None], ["up\n", None], ["", None])
+            return [(ids[0], "h1", "done", 0, "up\n", "")]  # second one conflicted
         if "FROM job_runs" in sql:
             assert params[0] == ["m2"]
-            return [("m2", "old-host", "done")]
+            return [("m2", "old-host", "done", None, None, None)]
         raise AssertionError(sql)
 
     connector = Connector(responder)
     db = Database("postgresql://x", connect=connector)
-    runs = [Run("m1", "u1", "h1", "done", 1), Run("m2", "u2", "h2", "done", 3), Run("m1", "u1", "h1", "done", 1)]
+    runs = [
+        Run("m1", "u1", "h1", "done", 1, 0, "up\n", ""),
+        Run("m2", "u2", "h2", "done", 3),
+        Run("m1", "u1", "h1", "done", 1),
+    ]
     assert db.record_runs(runs) == [
-        RecordedRun("m1", "h1", "done", False),
+        RecordedRun("m1", "h1", "done", False, 0, "up\n", ""),
         RecordedRun("m2", "old-host", "done", True),
     ]
     log = connector.conns[0].log

@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "account_worker"
-CORE = ["batch", "decisions", "messages", "store", "jobloop", "actions", "errors", "backoff"]
-OUTSIDE_CORE = {"pika", "psycopg", "account_worker.db", "account_worker.amqp", "account_worker.session"}
+CORE = ["batch", "decisions", "messages", "store", "jobloop", "actions", "errors", "backoff", "commands"]
+OUTSIDE_CORE = {
+    "pika",
+    "psycopg",
+    "paramiko",
+    "account_worker.db",
+    "account_worker.amqp",
+    "account_worker.session",
+    "account_worker.ssh",
+}
 
 
 def imported(module: str) -> set[str]:

@@ -1,21 +1,35 @@
 """The pluggable job action and how WORKER_ACTION selects it.
 
-An action is `(job: Job, host: str) -> str`: it returns a status string (normally
-"done"), raises TransientJobError for failures worth retrying and PermanentJobError
-for failures that must be dead-lettered.  It may run again for the same message
-(at-least-once delivery), so it must be idempotent; the worker itself never records
-a message twice and skips the action for messages already in job_runs.
+An action is `(job: Job, host: str) -> str | Outcome`: it returns a status string
+(normally "done") or an Outcome that also carries a command's exit status and output
+(recorded in job_runs and returned in the reply), raises TransientJobError for
+failures worth retrying and PermanentJobError for failures that must be dead-lettered.
+It may run again for the same message (at-least-once delivery), so it must be
+idempotent; the worker itself never records a message twice and skips the action for
+messages already in job_runs.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from account_worker.errors import ActionLoadError, PermanentJobError
 from account_worker.messages import Job
 
-Action = Callable[[Job, str], str]
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished action: its status and, for a remote command, exit status and (bounded) output."""
+
+    status: str
+    exit_status: int | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+Action = Callable[[Job, str], "str | Outcome"]
 
 
 def default_action(job: Job, host: str) -> str:

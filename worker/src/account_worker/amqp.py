@@ -196,7 +196,7 @@ def _encodable(properties: pika.BasicProperties) -> pika.BasicProperties:
     return properties
 
 
-def publish_reply(channel: Any, delivery: Delivery, reply: Mapping[str, str]) -> None:
+def publish_reply(channel: Any, delivery: Delivery, reply: Mapping[str, str | int]) -> None:
     channel.basic_publish(
         exchange="",
         routing_key=delivery.reply_to,

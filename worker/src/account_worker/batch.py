@@ -18,10 +18,11 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from account_worker.actions import Action
+from account_worker.actions import Action, Outcome
 from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, decide, reason_of
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
 from account_worker.logsetup import LOGGER_NAME, log_event
@@ -55,7 +56,7 @@ class Instruction:
 
     delivery: Delivery
     decision: Decision
-    reply: Mapping[str, str] | None = None
+    reply: Mapping[str, str | int] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,31 @@ def _apikey_ok(expected: str | None, given: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
-def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str] | None:
+def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str | int] | None:
     if not delivery.reply_to:
         return None
-    return {"account_uuid": job.account_uuid, "host": run.host, "status": run.status, "message_id": job.message_id}
+    reply: dict[str, str | int] = {
+        "account_uuid": job.account_uuid,
+        "host": run.host,
+        "status": run.status,
+        "message_id": job.message_id,
+    }
+    if run.exit_status is not None:
+        reply["exit_status"] = run.exit_status
+    if run.stdout is not None:
+        reply["stdout"] = run.stdout
+    if run.stderr is not None:
+        reply["stderr"] = run.stderr
+    return reply
+
+
+def _outcome(result: object) -> Outcome:
+    """An action's return value as an Outcome (a bare status string is one without output)."""
+    if isinstance(result, str) and result:
+        return Outcome(result)
+    if isinstance(result, Outcome) and isinstance(result.status, str) and result.status:
+        return result
+    raise TypeError(f"action returned {result!r}, expected a non-empty status string or an Outcome")
 
 
 def narrow(items: Sequence[T], call: Callable[[Sequence[T]], R]) -> tuple[list[R], list[tuple[T, Exception]]]:
@@ -138,6 +160,8 @@ def process_in_groups(
     action: Action,
     settings: BatchSettings,
     logger: logging.Logger | None = None,
+    *,
+    pool: Executor | None = None,
 ) -> Iterator[BatchResult]:
     """Process a batch as results to carry out one after the other, each settling some deliveries.
 
@@ -183,7 +207,7 @@ def process_in_groups(
                 delivery_count=returned,
                 crash_limit=settings.crash_limit,
             )
-        result = _process_group(group, store, action, settings, log)
+        result = _process_group(group, store, action, settings, log, pool=pool)
         yield result
         if result.database_down:
             rest = [d for later in groups[number + 1 :] for d in later]
@@ -198,9 +222,11 @@ def process_batch(
     action: Action,
     settings: BatchSettings,
     logger: logging.Logger | None = None,
+    *,
+    pool: Executor | None = None,
 ) -> BatchResult:
     """process_in_groups as one result: one instruction per delivery, in delivery order."""
-    results = list(process_in_groups(deliveries, store, action, settings, logger))
+    results = list(process_in_groups(deliveries, store, action, settings, logger, pool=pool))
     if len(results) == 1:
         return results[0]
     by_delivery = {id(i.delivery): i for result in results for i in result.instructions}
@@ -215,6 +241,8 @@ def _process_group(
     action: Action,
     settings: BatchSettings,
     log: logging.Logger,
+    *,
+    pool: Executor | None = None,
 ) -> BatchResult:
     """process_batch for deliveries processed together: one lookup, one record (narrowed on failure)."""
     decided: dict[int, Instruction] = {}
@@ -264,27 +292,52 @@ def _process_group(
     to_record: list[Run] = []
     first_index: dict[str, int] = {}  # message_id -> index of the delivery whose action ran
     waiting: list[tuple[int, Job]] = []  # deliveries whose outcome is the recorded run
+    to_run: list[tuple[int, Job, str]] = []  # first deliveries of each message: run, concurrently if a pool
+    later: list[tuple[int, Job, str]] = []  # duplicates in this batch: only run if the first one failed
+    claimed: set[str] = set()
 
     for index, job in jobs:
         host = hosts.get(job.account_uuid)
         if host is None:
             fail(index, UnknownAccount(job.account_uuid), job.attempt, job)
             continue
-        if job.message_id in done_before or job.message_id in first_index:
-            waiting.append((index, job))  # redelivery or duplicate in this batch: no second side effect
+        if job.message_id in done_before:
+            waiting.append((index, job))  # redelivery: no second side effect
             continue
-        try:
-            status = action(job, host)
-            if not isinstance(status, str) or not status:
-                raise TypeError(f"action returned {status!r}, expected a non-empty status string")
-        except DatabaseUnavailable as exc:
-            return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
-        except Exception as exc:  # noqa: BLE001 - classified by decide()
-            fail(index, exc, job.attempt, job)
-            continue
+        (later if job.message_id in claimed else to_run).append((index, job, host))
+        claimed.add(job.message_id)
+
+    def settle(index: int, job: Job, host: str, result: Outcome | Exception) -> bool:
+        """Note one action's result; False if the database is down (the group is requeued)."""
+        if isinstance(result, DatabaseUnavailable):
+            return False
+        if isinstance(result, Exception):
+            fail(index, result, job.attempt, job)
+            return True
         first_index[job.message_id] = index
         waiting.append((index, job))
-        to_record.append(Run(job.message_id, job.account_uuid, host, status, job.attempt))
+        to_record.append(
+            Run(
+                job.message_id,
+                job.account_uuid,
+                host,
+                result.status,
+                job.attempt,
+                result.exit_status,
+                result.stdout,
+                result.stderr,
+            )
+        )
+        return True
+
+    for (index, job, host), result in zip(to_run, run_actions(action, to_run, pool), strict=True):
+        if not settle(index, job, host, result):
+            return requeue_all(deliveries, "database unavailable", database_down=True)
+    for index, job, host in later:
+        if job.message_id in first_index:
+            waiting.append((index, job))  # duplicate within this batch: the first one's run answers it
+        elif not settle(index, job, host, run_actions(action, [(index, job, host)], None)[0]):
+            return requeue_all(deliveries, "database unavailable", database_down=True)
 
     try:
         batches, refused = narrow(to_record, store.record_runs) if to_record else ([], [])
@@ -321,6 +374,23 @@ def _process_group(
         log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(deliveries) - done)
 
     return BatchResult(tuple(decided[i] for i in range(len(deliveries))))
+
+
+def _run_one(action: Action, job: Job, host: str) -> Outcome | Exception:
+    try:
+        return _outcome(action(job, host))
+    except Exception as exc:  # noqa: BLE001 - classified by decide() (DatabaseUnavailable: requeued)
+        return exc
+
+
+def run_actions(
+    action: Action, calls: Sequence[tuple[int, Job, str]], pool: Executor | None
+) -> list[Outcome | Exception]:
+    """Each call's outcome or error, in order; on the pool's threads when there is a pool and more than one."""
+    if pool is None or len(calls) < 2:
+        return [_run_one(action, job, host) for _, job, host in calls]
+    futures = [pool.submit(_run_one, action, job, host) for _, job, host in calls]
+    return [future.result() for future in futures]
 
 
 def _look_up(

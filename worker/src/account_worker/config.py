@@ -18,6 +18,7 @@ from account_worker.errors import ConfigError
 from account_worker.redact import MASK, redact_url
 
 DEFAULT_ACTION = "account_worker.actions:default_action"
+SSH_ACTION = "ssh"  # WORKER_ACTION's name for the built-in SSH action (account_worker.ssh)
 RUNIT_KILL_WAIT = 7.0
 MAX_TTL_MS = 2**32 - 1  # RabbitMQ per-message TTL upper bound
 _TRUE = {"1", "true", "yes", "on"}
@@ -223,9 +224,11 @@ def _database_url(name: str, raw: str) -> str:
 
 
 def _action_path(name: str, raw: str) -> str:
+    if raw == SSH_ACTION:
+        return raw
     module, sep, attr = raw.partition(":")
     if not sep or not module or not attr:
-        raise ConfigError(f"{name} must look like 'package.module:function', got {raw!r}")
+        raise ConfigError(f"{name} must be 'ssh' or look like 'package.module:function', got {raw!r}")
     return raw
 
 
@@ -314,7 +317,10 @@ class Config:
         metadata=env("WORKER_APIKEY", _text, "if set, each message's `apikey` must equal it", secret=WHOLE_VALUE),
     )
     action: str = field(
-        default=DEFAULT_ACTION, metadata=env("WORKER_ACTION", _action_path, "`module:function` job action")
+        default=DEFAULT_ACTION,
+        metadata=env(
+            "WORKER_ACTION", _action_path, "`ssh` (run an allow-listed command) or a `module:function` action"
+        ),
     )
     declare_topology: bool = field(
         default=False,
@@ -355,6 +361,74 @@ class Config:
             "shown the database answering within that time; >= 1",
         ),
     )
+    concurrency: int = field(
+        default=1,
+        metadata=env(
+            "WORKER_CONCURRENCY",
+            _integer(1, 256),
+            "actions run at once (threads) within a batch, 1..256; the batch is recorded when all finished",
+            default_from=lambda earlier: "16" if earlier["action"] == SSH_ACTION else "1",
+            shown_default="16 with ssh, else 1",
+        ),
+    )
+    ssh_user: str = field(
+        default="account-jobs", metadata=env("WORKER_SSH_USER", _text, "ssh action: user on the account hosts")
+    )
+    ssh_key_file: str | None = field(
+        default=None,
+        metadata=env("WORKER_SSH_KEY_FILE", _text, "ssh action: the worker's private key file (required for `ssh`)"),
+    )
+    ssh_known_hosts: str | None = field(
+        default=None,
+        metadata=env(
+            "WORKER_SSH_KNOWN_HOSTS",
+            _text,
+            "ssh action: pinned `known_hosts` file; hosts not in it are refused (required for `ssh`)",
+        ),
+    )
+    ssh_commands: str | None = field(
+        default=None,
+        metadata=env(
+            "WORKER_SSH_COMMANDS", _text, "ssh action: the allow-list, a JSON file (required for `ssh`; see below)"
+        ),
+    )
+    ssh_port: int = field(default=22, metadata=env("WORKER_SSH_PORT", _integer(1, 65535), "ssh action: port"))
+    ssh_connect_timeout: float = field(
+        default=10.0,
+        metadata=env(
+            "WORKER_SSH_CONNECT_TIMEOUT", _number(lambda v: v > 0, "> 0"), "ssh action: seconds to connect and log in"
+        ),
+    )
+    ssh_run_timeout: float = field(
+        default=60.0,
+        metadata=env(
+            "WORKER_SSH_RUN_TIMEOUT", _number(lambda v: v > 0, "> 0"), "ssh action: seconds a command may run"
+        ),
+    )
+    ssh_max_output: int = field(
+        default=4096,
+        metadata=env(
+            "WORKER_SSH_MAX_OUTPUT",
+            _integer(0, 1048576),
+            "ssh action: bytes of stdout and of stderr kept (the rest is counted, not kept)",
+        ),
+    )
+    ssh_idle_timeout: float = field(
+        default=60.0,
+        metadata=env(
+            "WORKER_SSH_IDLE_TIMEOUT",
+            _number(lambda v: v >= 0, ">= 0"),
+            "ssh action: seconds a host's unused connection stays open",
+        ),
+    )
+    ssh_host_concurrency: int = field(
+        default=4,
+        metadata=env(
+            "WORKER_SSH_HOST_CONCURRENCY",
+            _integer(1, 10),
+            "ssh action: commands at once on one host (channels of its one connection; sshd's MaxSessions is 10)",
+        ),
+    )
 
     @property
     def dead_letter_queue(self) -> str:
@@ -387,6 +461,14 @@ SETTINGS: tuple[Setting, ...] = tuple(Setting.of(f) for f in fields(Config))
 def _check_together(values: Mapping[str, Any]) -> None:
     if values["retry_queue"] == values["queue"]:
         raise ConfigError("WORKER_RETRY_QUEUE must differ from WORKER_QUEUE")
+    if values["action"] == SSH_ACTION:
+        for name, variable in (
+            ("ssh_key_file", "WORKER_SSH_KEY_FILE"),
+            ("ssh_known_hosts", "WORKER_SSH_KNOWN_HOSTS"),
+            ("ssh_commands", "WORKER_SSH_COMMANDS"),
+        ):
+            if not values[name]:
+                raise ConfigError(f"{variable} is required when WORKER_ACTION is ssh")
 
 
 def load_config(environ: Mapping[str, str]) -> Config:

@@ -27,13 +27,19 @@ T = TypeVar("T")
 _REJECTED: tuple[type[BaseException], ...] = (psycopg.DataError, psycopg.IntegrityError, UnicodeError)
 
 _LOOKUP_HOSTS = "SELECT account_uuid, host FROM accounts WHERE account_uuid = ANY(%s)"
-_FIND_RUNS = "SELECT message_id, host, status FROM job_runs WHERE message_id = ANY(%s)"
-_INSERT_RUNS = """
-INSERT INTO job_runs (message_id, account_uuid, host, status, attempts)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[])
+_RUN_COLUMNS = "message_id, host, status, exit_status, stdout, stderr"
+_FIND_RUNS = f"SELECT {_RUN_COLUMNS} FROM job_runs WHERE message_id = ANY(%s)"  # noqa: S608 - constant
+_INSERT_RUNS = f"""
+INSERT INTO job_runs (message_id, account_uuid, host, status, attempts, exit_status, stdout, stderr)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::text[], %s::text[])
 ON CONFLICT (message_id) DO NOTHING
-RETURNING message_id, host, status
-"""
+RETURNING {_RUN_COLUMNS}
+"""  # noqa: S608 - constant
+
+
+def _recorded(row: Sequence[Any], *, already_done: bool) -> RecordedRun:
+    mid, host, status, exit_status, stdout, stderr = row
+    return RecordedRun(mid, host, status, already_done, exit_status, stdout, stderr)
 
 
 def schema_sql() -> str:
@@ -187,7 +193,7 @@ class Database:
         if not wanted:
             return {}
         rows = self._run(lambda conn: conn.execute(_FIND_RUNS, (wanted,)).fetchall(), retry_stale=True)
-        return {mid: RecordedRun(mid, host, status, True) for mid, host, status in rows}
+        return {row[0]: _recorded(row, already_done=True) for row in rows}
 
     def record_runs(self, runs: Sequence[Run]) -> list[RecordedRun]:
         """Insert runs in ONE transaction; rows that already existed come back with already_done=True.
@@ -211,13 +217,16 @@ class Database:
                         [r.host for r in items],
                         [r.status for r in items],
                         [r.attempts for r in items],
+                        [r.exit_status for r in items],
+                        [r.stdout for r in items],
+                        [r.stderr for r in items],
                     ),
                 ).fetchall()
-                result = {mid: RecordedRun(mid, host, status, False) for mid, host, status in inserted}
+                result = {row[0]: _recorded(row, already_done=False) for row in inserted}
                 existing = [r.message_id for r in items if r.message_id not in result]
                 if existing:
-                    for mid, host, status in conn.execute(_FIND_RUNS, (existing,)).fetchall():
-                        result[mid] = RecordedRun(mid, host, status, True)
+                    for row in conn.execute(_FIND_RUNS, (existing,)).fetchall():
+                        result[row[0]] = _recorded(row, already_done=True)
             missing = [r.message_id for r in items if r.message_id not in result]
             if missing:  # cannot happen with a UNIQUE constraint; never ack what was not recorded
                 raise DatabaseUnavailable(f"job_runs rows missing after insert: {len(missing)}")

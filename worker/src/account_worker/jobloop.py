@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from account_worker.actions import Action
@@ -93,6 +94,13 @@ class JobLoop:
         self._settings = BatchSettings(cfg.max_attempts, cfg.retry_delay_ms, cfg.apikey, cfg.crash_limit)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job", daemon=True)
+        # The actions of one group run on up to cfg.concurrency threads; the job thread waits for
+        # all of them before recording, so nothing is acked before its run is committed.
+        self._pool = (
+            ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="action")
+            if cfg.concurrency > 1
+            else None
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -122,7 +130,9 @@ class JobLoop:
                 # Each group's result is posted before the next group runs: if one crashes the
                 # process, what was decided before it is settled (the I/O thread applies reports
                 # in order, the crash last).
-                for result in process_in_groups(batch, self._db, self._action, self._settings, self._log):
+                for result in process_in_groups(
+                    batch, self._db, self._action, self._settings, self._log, pool=self._pool
+                ):
                     self._post(result)
                     database_down = database_down or result.database_down
                 if database_down:
@@ -134,6 +144,8 @@ class JobLoop:
             log_event(self._log, logging.ERROR, "job_thread_crashed", exc_info=True)
             self._post(Crashed(exc))
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             self._db.close()
 
     def _wait_for_database(self) -> bool:

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from account_worker import __version__
-from account_worker.actions import load_action
-from account_worker.config import load_config
+from account_worker.actions import Action, load_action
+from account_worker.config import SSH_ACTION, Config, load_config
 from account_worker.db import Database, HostCache
 from account_worker.errors import ConfigError
 from account_worker.logsetup import log_event, setup_logging
@@ -47,11 +47,33 @@ def install_signal_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def build_action(cfg: Config) -> Action:
+    """The configured action: the built-in ssh action (allow-list read now) or WORKER_ACTION's callable."""
+    if cfg.action != SSH_ACTION:
+        return load_action(cfg.action)
+    from account_worker.commands import load_allow_list  # noqa: PLC0415 - paramiko only when used
+    from account_worker.ssh import SshAction, SshSettings  # noqa: PLC0415
+
+    assert cfg.ssh_key_file and cfg.ssh_known_hosts and cfg.ssh_commands  # load_config checked them
+    settings = SshSettings(
+        user=cfg.ssh_user,
+        key_file=cfg.ssh_key_file,
+        known_hosts=cfg.ssh_known_hosts,
+        port=cfg.ssh_port,
+        connect_timeout=cfg.ssh_connect_timeout,
+        run_timeout=cfg.ssh_run_timeout,
+        max_output=cfg.ssh_max_output,
+        idle_timeout=cfg.ssh_idle_timeout,
+        host_concurrency=cfg.ssh_host_concurrency,
+    )
+    return SshAction(settings, load_allow_list(cfg.ssh_commands))
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         cfg = load_config(os.environ if environ is None else environ)
-        action = load_action(cfg.action)
+        action = build_action(cfg)
     except ConfigError as exc:
         print(f"account-worker: config error: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG
@@ -77,6 +99,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     finally:
         if instrumentation is not None:
             instrumentation.close()
+        close = getattr(action, "close", None)
+        if callable(close):
+            close()
 
 
 if __name__ == "__main__":

@@ -14,3 +14,9 @@ CREATE TABLE IF NOT EXISTS job_runs (
     attempts int NOT NULL DEFAULT 1,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Added with the ssh action: a remote command's exit status and bounded output.
+-- Applied to a database made by an earlier version too (idempotent).
+ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS exit_status int;
+ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS stdout text;
+ALTER TABLE job_runs ADD COLUMN IF NOT EXISTS stderr text;

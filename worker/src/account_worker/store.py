@@ -17,6 +17,9 @@ class Run(NamedTuple):
     host: str
     status: str
     attempts: int = 1
+    exit_status: int | None = None  # a remote command's (ssh action); None for other actions
+    stdout: str | None = None
+    stderr: str | None = None
 
 
 class RecordedRun(NamedTuple):
@@ -26,6 +29,9 @@ class RecordedRun(NamedTuple):
     host: str
     status: str
     already_done: bool
+    exit_status: int | None = None
+    stdout: str | None = None
+    stderr: str | None = None
 
 
 class Store(Protocol):

@@ -1,0 +1,248 @@
+"""The ssh action's pure parts: outcome mapping, output bounds, and the per-host connection pool (fake clients)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from typing import ClassVar
+
+import paramiko
+import pytest
+
+from account_worker.actions import Outcome
+from account_worker.commands import parse_allow_list
+from account_worker.decisions import DeadLetter, Retry, decide
+from account_worker.errors import InvalidMessage, PermanentJobError, TransientJobError
+from account_worker.messages import Job
+from account_worker.ssh import (
+    RunTimeout,
+    SshAction,
+    SshPool,
+    SshSettings,
+    UnpinnedHostKey,
+    _Bounded,
+    bounded_text,
+    classify,
+    exit_outcome,
+)
+
+COMMANDS = parse_allow_list(json.dumps({"check": {"argv": ["check"], "retry_exit_codes": [75]}}))
+CHECK = COMMANDS["check"]
+SETTINGS = SshSettings(user="jobs", key_file="/k", known_hosts="/kh", idle_timeout=60, host_concurrency=2)
+
+
+def _decision(error: Exception):
+    return decide(error, attempt=1, max_attempts=3, retry_delay_ms=100)
+
+
+def test_exit_zero_is_done_with_its_output():
+    assert exit_outcome(CHECK, "h", 0, "ok\n", "") == Outcome("done", 0, "ok\n", "")
+
+
+def test_a_listed_exit_code_is_retried_and_any_other_dead_lettered_with_the_status():
+    with pytest.raises(TransientJobError) as retry:
+        exit_outcome(CHECK, "h", 75, "", "busy")
+    assert isinstance(_decision(retry.value), Retry)
+    with pytest.raises(PermanentJobError) as dead:
+        exit_outcome(CHECK, "h", 3, "", "disk   full\n")
+    decision = _decision(dead.value)
+    assert isinstance(decision, DeadLetter)
+    assert "exited with status 3: disk full" in decision.reason
+
+
+def test_a_command_killed_without_status_is_retried():
+    with pytest.raises(TransientJobError):
+        exit_outcome(CHECK, "h", -1, "", "")
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "words"),
+    [
+        (
+            paramiko.BadHostKeyException("h", paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)),
+            DeadLetter,
+            "host key mismatch",
+        ),
+        (UnpinnedHostKey("host key of h is not in the pinned known_hosts"), DeadLetter, "not in the pinned"),
+        (paramiko.AuthenticationException("nope"), DeadLetter, "authentication as jobs"),
+        (ConnectionRefusedError(111, "Connection refused"), Retry, "cannot connect to h"),
+        (paramiko.ssh_exception.NoValidConnectionsError({("10.0.0.1", 22): OSError("x")}), Retry, "cannot connect"),
+        (TimeoutError("timed out"), Retry, "timed out"),
+        (socket.gaierror(-2, "Name or service not known"), Retry, "cannot be resolved"),
+        (RunTimeout("still running after 5 s"), Retry, "timed out"),
+        (paramiko.SSHException("Error reading SSH protocol banner"), Retry, "ssh session"),
+        (EOFError(), Retry, "ssh session"),
+    ],
+)
+def test_connection_failures_map_onto_the_existing_rules(error, kind, words):
+    decision = _decision(classify(error, "h", "jobs"))
+    assert isinstance(decision, kind)
+    assert words in decision.reason
+
+
+def test_output_is_bounded_and_says_so():
+    kept = _Bounded(4)
+    kept.add(b"abc")
+    kept.add(b"def\x00")
+    assert kept.text() == "abcd\n[truncated: 7 bytes, 4 kept]"
+    assert bounded_text(b"a\x00\xffb", 4) == "a\ufffd\ufffdb"
+
+
+# ---------------------------------------------------------------------------- the pool, with fake clients
+
+
+class FakeChannel:
+    def __init__(self, transport):
+        self.transport = transport
+
+    def exec_command(self, line):
+        self.line = line
+        self.transport.commands.append(line)
+
+    def shutdown_write(self):
+        pass
+
+    def recv_ready(self):
+        return False
+
+    def recv_stderr_ready(self):
+        return False
+
+    def exit_status_ready(self):
+        return True
+
+    eof_received = True
+    closed = False
+
+    def recv_exit_status(self):
+        return 0
+
+    def close(self):
+        self.closed = True
+
+
+class FakeTransport:
+    def __init__(self):
+        self.active = True
+        self.commands = []
+        self.broken_sessions = 0
+
+    def is_active(self):
+        return self.active
+
+    def set_keepalive(self, seconds):
+        pass
+
+    def open_session(self, timeout=None):
+        if self.broken_sessions:
+            self.broken_sessions -= 1
+            raise paramiko.SSHException("transport dead")
+        return FakeChannel(self)
+
+
+class FakeClient:
+    made: ClassVar[list[FakeClient]] = []
+
+    def __init__(self):
+        self.transport = FakeTransport()
+        self.closed = False
+        FakeClient.made.append(self)
+
+    def load_host_keys(self, path):
+        self.known_hosts = path
+
+    def set_missing_host_key_policy(self, policy):
+        self.policy = policy
+
+    def connect(self, host, **kwargs):
+        self.host, self.kwargs = host, kwargs
+
+    def get_transport(self):
+        return self.transport
+
+    def close(self):
+        self.closed = True
+        self.transport.active = False
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def pool():
+    FakeClient.made = []
+    clock = Clock()
+    p = SshPool(SETTINGS, client_factory=FakeClient, clock=clock)
+    p.clock = clock
+    return p
+
+
+def test_one_connection_per_host_shared_by_its_jobs(pool):
+    for _ in range(5):
+        assert pool.run("a", "uptime") == (0, "", "")
+    pool.run("b", "uptime")
+    assert pool.handshakes == 2
+    first = FakeClient.made[0]
+    assert first.transport.commands == ["uptime"] * 5
+    assert first.kwargs["username"] == "jobs" and first.kwargs["key_filename"] == "/k"
+    assert first.kwargs["look_for_keys"] is False and first.kwargs["allow_agent"] is False
+    assert first.known_hosts == "/kh"
+    assert isinstance(first.policy, paramiko.MissingHostKeyPolicy)
+    assert not isinstance(first.policy, paramiko.AutoAddPolicy)
+
+
+def test_the_policy_rejects_unknown_host_keys(pool):
+    pool.run("a", "uptime")
+    with pytest.raises(UnpinnedHostKey):
+        FakeClient.made[0].policy.missing_host_key(None, "a", None)
+
+
+def test_idle_connections_are_closed_and_reopened_when_needed(pool):
+    pool.run("a", "uptime")
+    pool.clock.now = 61
+    pool.close_idle()
+    assert FakeClient.made[0].closed
+    pool.run("a", "uptime")
+    assert pool.handshakes == 2
+
+
+def test_a_broken_transport_is_replaced_once_before_anything_ran(pool):
+    pool.run("a", "uptime")
+    FakeClient.made[0].transport.broken_sessions = 1
+    assert pool.run("a", "uptime")[0] == 0
+    assert pool.handshakes == 2
+    assert FakeClient.made[0].closed and FakeClient.made[1].transport.commands == ["uptime"]
+
+
+def test_a_dead_transport_is_reconnected(pool):
+    pool.run("a", "uptime")
+    FakeClient.made[0].transport.active = False
+    pool.run("a", "uptime")
+    assert pool.handshakes == 2
+
+
+def test_concurrent_jobs_to_a_new_host_make_one_connection(pool):
+    threads = [threading.Thread(target=pool.run, args=("a", "uptime")) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert pool.handshakes == 1
+    assert len(FakeClient.made[0].transport.commands) == 8
+
+
+def test_the_action_refuses_commands_outside_the_allow_list_before_connecting(pool):
+    action = SshAction(SETTINGS, COMMANDS, pool)
+    with pytest.raises(InvalidMessage):
+        action(Job("m", "k", "u", payload={"command": "rm"}), "a")
+    with pytest.raises(InvalidMessage, match="no command"):
+        action(Job("m", "k", "u", payload={"comand": "check"}), "a")
+    assert pool.handshakes == 0
+    assert action(Job("m", "k", "u"), "a") == "done"  # no payload: the record-only job
+    assert pool.handshakes == 0
+    assert action(Job("m", "k", "u", payload={"command": "check"}), "a") == Outcome("done", 0, "", "")
