@@ -61,6 +61,12 @@ def _green_queue(queue: dict[str, Any], mirrored: bool, green_major: int) -> dic
     return queue
 
 
+def _tags(user: dict[str, Any]) -> list[str]:
+    """A user's tags, whether exported as a list or as one comma-separated string."""
+    tags = user.get("tags") or []
+    return sorted(t for t in (tags.split(",") if isinstance(tags, str) else tags) if t)
+
+
 def migrate_queue_names(definitions: dict[str, Any]) -> list[dict[str, str]]:
     return [
         {"vhost": q["vhost"], "name": q["name"]}
@@ -92,8 +98,10 @@ def migrate_definitions_delta(
         mine = green_users.get(user["name"])
         if user["name"] in keep:
             continue
-        same = mine is not None and all(
-            mine.get(key) == user.get(key) for key in ("password_hash", "hashing_algorithm", "tags")
+        same = (
+            mine is not None
+            and all(mine.get(key) == user.get(key) for key in ("password_hash", "hashing_algorithm"))
+            and _tags(mine) == _tags(user)
         )
         if not same:
             add("users", user, f"user {user['name']} ({'new' if mine is None else 'password hash and tags'})")

@@ -106,3 +106,9 @@ def test_the_shovelled_queues_are_the_durable_ones() -> None:
 def test_a_client_is_described_with_its_name() -> None:
     conn = {"user": "app", "peer_host": "10.0.0.5", "peer_port": 4711, "client_properties": {"connection_name": "pub"}}
     assert migrate.migrate_describe_client(conn) == "app from 10.0.0.5:4711 (pub)"
+
+
+def test_tags_as_a_string_or_a_list_are_the_same_tags() -> None:
+    green = copy.deepcopy(BLUE)
+    green["users"][2]["tags"] = "management"
+    assert "users" not in delta(green)["import"]
