@@ -11,7 +11,7 @@ export PATH            := $(CURDIR)/$(BIN):$(PATH)
 IMAGES      := 12:bookworm 13:trixie
 # <scenario> or <scenario>@<Debian release> (the cluster scenario takes its
 # release from BUNDLE_CLUSTER_RELEASE).
-SCENARIOS   ?= default worker monitoring cluster@13 cluster@12
+SCENARIOS   ?= default worker migrate monitoring cluster@13 cluster@12
 
 .PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit check test molecule bench clean
 

@@ -155,6 +155,13 @@ def test_work_queue_is_quorum(host) -> None:
     assert queues["jobs.dlq"]["type"] == "quorum"
 
 
+def test_no_stable_feature_flag_left_disabled(host) -> None:
+    flags = ctl_json(host, "list_feature_flags", "name", "state", "stability")
+    assert flags, "no feature flags listed"
+    disabled = [f["name"] for f in flags if f["stability"] in ("stable", "required") and f["state"] != "enabled"]
+    assert not disabled, f"stable feature flags still disabled: {disabled}"
+
+
 def test_health_checks_pass(host) -> None:
     checks = ["check_running", "check_local_alarms"]
     conf = rabbitmq_conf(host)
