@@ -60,7 +60,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logger = setup_logging(cfg.log_level, cfg.secrets())
     stop = threading.Event()
     install_signal_handlers(stop)
-    database = Database(cfg.database_url, cache=HostCache(cfg.host_cache_ttl), secrets=cfg.secrets())
+    database = Database(
+        cfg.database_url, cache=HostCache(cfg.host_cache_ttl), secrets=cfg.secrets(), ca_file=cfg.database_ca_file
+    )
     try:
         return Runner(cfg, database, action, stop, logger=logger).run()
     except Exception:  # noqa: BLE001 - last resort: log one line, let runit restart us
