@@ -50,7 +50,10 @@ site: sandbox
 	$(BIN)/ansible-playbook site.yml -i inventory/sandbox
 	$(BIN)/ansible-playbook playbooks/smoke.yml -i inventory/sandbox
 	@echo
-	@echo "Management UI: http://127.0.0.1:15672/  (user: admin)"
+	@echo "Sandbox CA:    $(CURDIR)/.sandbox/tls/ca.crt"
+	@echo "AMQPS:         amqps://app:<password>@127.0.0.1:5671/app  (verify with the CA above)"
+	@echo "Management UI: https://127.0.0.1:15671/  (user: admin; trust the CA above, or curl --cacert)"
+	@echo "Plain (on 127.0.0.1 only, for the benchmark's AMQP/AMQPS comparison): amqp://127.0.0.1:5672, http://127.0.0.1:15672"
 	@echo "Admin password: cat .sandbox/rabbitmq_admin_password"
 	@echo "App user 'app' on vhost 'app': cat .sandbox/rabbitmq_app_password"
 	@echo "Prometheus:   http://127.0.0.1:9090/  (Debian's classic UI: /classic/graph, /classic/targets, /classic/alerts)"

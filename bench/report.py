@@ -13,6 +13,7 @@ GOAL_VS_RAW = 0.6
 GOAL_VS_SEED = 10.0
 GOAL_VS_CELERY = 3.0
 GOAL_RSS_MB = 60.0
+GOAL_TLS_VS_PLAIN = 0.85  # (b-tls) over AMQPS against (b) over plain AMQP, same broker, same run
 
 
 @dataclass
@@ -96,6 +97,9 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool | None
         rows.append(("b/a0", rb / results["raw-each"].rate, "-", None))
     if "worker-base" in results:
         rows.append(("b/b0", rb / results["worker-base"].rate, "-", None))
+    if "worker-tls" in results:
+        ratio = results["worker-tls"].rate / rb
+        rows.append(("b-tls/b (AMQPS)", ratio, f">= {GOAL_TLS_VS_PLAIN:g}", ratio >= GOAL_TLS_VS_PLAIN))
     rows.append(("worker peak RSS MB", b.rss_mb, f"<= {GOAL_RSS_MB:g}", b.rss_mb <= GOAL_RSS_MB))
     return rows
 

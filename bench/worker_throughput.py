@@ -13,6 +13,10 @@ then the consumer process is started and timed until its last message is done:
   (b)  worker   the real account worker (python -m account_worker from worker/src),
                 WORKER_DECLARE_TOPOLOGY=true on its bench queue, its defaults otherwise
                 (done = all N message ids are in job_runs);
+  (b-tls) worker-tls  the same worker, consuming over AMQPS (amqps:// on BENCH_AMQPS_PORT,
+                default 5671, of the same broker, verified with BENCH_CA_FILE, default the
+                sandbox CA); the queue is filled over plain AMQP as for (b), so only the
+                worker's own connection differs (goal b-tls/b >= 0.85);
   (c)  seed     bench/seed_worker.py: basic_get loop, a new DB connection per message,
                 ack in finally (N/10 messages by default; done as for b);
   (d)  celery   bench/celery_app.py: `celery worker` with default settings (prefork,
@@ -79,6 +83,7 @@ CONSUMERS = {
     "raw-each": "(a0) raw pika, prefetch 100, ack each",
     "worker": "(b) account worker",
     "worker-base": "(b0) account worker, --baseline-src",
+    "worker-tls": "(b-tls) account worker over AMQPS",
     "seed": "(c) seed-style (basic_get, conn/msg)",
     "celery": "(d) Celery prefork (defaults)",
 }
@@ -110,6 +115,14 @@ def default_database_url() -> str:
     return os.environ.get("BENCH_DATABASE_URL") or (
         f"postgresql://worker:{quote(_sandbox_secret('postgresql_worker_password'), safe='')}@127.0.0.1:5432/accounts"
     )
+
+
+def amqps_url(url: str) -> str:
+    """The same broker and credentials as `url`, over AMQPS."""
+    parts = urlsplit(url)
+    port = int(os.environ.get("BENCH_AMQPS_PORT") or 5671)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    return parts._replace(scheme="amqps", netloc=f"{userinfo}{at}{parts.hostname}:{port}").geturl()
 
 
 def require_loopback(url: str, what: str) -> None:
@@ -192,7 +205,9 @@ class Bench:
         """(a0) one ack per message, as the benchmark's first (a) did."""
         return self._phase_raw("raw-each", rep, n, RAW_EACH_PREFETCH, 1)
 
-    def phase_worker(self, rep: int, n: int, key: str = "worker", src: Path = ROOT / "worker" / "src") -> Phase:
+    def phase_worker(
+        self, rep: int, n: int, key: str = "worker", src: Path = ROOT / "worker" / "src", tls: bool = False
+    ) -> Phase:
         queue = f"{self.run_id}-r{rep}-{key}"
         prefix = f"{queue}-"
         dlx = f"{queue}.dlx"  # NOT the default jobs.dlx: the bench DLQ must not bind to production's exchange
@@ -213,6 +228,9 @@ class Bench:
             "WORKER_DEAD_LETTER_EXCHANGE": dlx,
             "WORKER_DECLARE_TOPOLOGY": "true",
         }
+        if tls:
+            ca = os.environ.get("BENCH_CA_FILE") or str(SANDBOX / "tls" / "ca.crt")
+            env |= {"WORKER_AMQP_URLS": amqps_url(self.amqp_url), "WORKER_AMQP_CA_FILE": ca}
         env.update({k: v for k, v in os.environ.items() if k.startswith("WORKER_") and k not in env})
 
         def prepare() -> None:
@@ -244,6 +262,10 @@ class Bench:
     def phase_worker_base(self, rep: int, n: int) -> Phase:
         """(b0) the same measurement with another source tree of the worker (e.g. the code before a change)."""
         return self.phase_worker(rep, n, key="worker-base", src=self.args.baseline_src)
+
+    def phase_worker_tls(self, rep: int, n: int) -> Phase:
+        """(b-tls) the worker of (b), its connection over AMQPS to the same broker."""
+        return self.phase_worker(rep, n, key="worker-tls", tls=True)
 
     def phase_seed(self, rep: int, n: int) -> Phase:
         queue = f"{self.run_id}-r{rep}-seed"
@@ -332,6 +354,7 @@ class Bench:
             "raw-each": (self.phase_raw_each, n),
             "worker": (self.phase_worker, n),
             "worker-base": (self.phase_worker_base, n),
+            "worker-tls": (self.phase_worker_tls, n),
             "seed": (self.phase_seed, self.args.seed_n or max(50, n // 10)),
             "celery": (self.phase_celery, self.args.celery_n or n),
         }

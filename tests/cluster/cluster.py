@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ class Cluster:
     password: str
     admin_password: str
     vhost: str
+    ca_file: str = ""  # set: the nodes are reached over amqps:// and https://, verified with this CA
 
     @classmethod
     def from_env(cls) -> Cluster:
@@ -35,12 +37,14 @@ class Cluster:
             password=os.environ["CLUSTER_APP_PASSWORD"],
             admin_password=os.environ.get("CLUSTER_ADMIN_PASSWORD", ""),
             vhost=os.environ["CLUSTER_VHOST"],
+            ca_file=os.environ.get("CLUSTER_CA_FILE", "").strip(),
         )
 
     def url(self, node: str) -> str:
         port = self.amqp_ports[self.nodes.index(node)]
         user, password, vhost = (quote(v, safe="") for v in (self.user, self.password, self.vhost))
-        return f"amqp://{user}:{password}@127.0.0.1:{port}/{vhost}"
+        scheme = "amqps" if self.ca_file else "amqp"
+        return f"{scheme}://{user}:{password}@127.0.0.1:{port}/{vhost}"
 
     def connect(self, node: str, name: str = "bundle-cluster-test") -> pika.BlockingConnection:
         params = pika.URLParameters(self.url(node))
@@ -48,6 +52,8 @@ class Cluster:
         params.socket_timeout = 10
         params.blocked_connection_timeout = 30
         params.connection_attempts = 1
+        if self.ca_file:
+            params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=self.ca_file), "127.0.0.1")
         return pika.BlockingConnection(params)
 
     def connect_any(self, name: str = "bundle-cluster-test") -> pika.BlockingConnection:
@@ -61,7 +67,10 @@ class Cluster:
 
     def api(self, node: str, path: str):
         port = self.management_ports[self.nodes.index(node)]
-        r = requests.get(f"http://127.0.0.1:{port}/api/{path}", auth=("admin", self.admin_password), timeout=10)
+        scheme, verify = ("https", self.ca_file) if self.ca_file else ("http", True)
+        r = requests.get(
+            f"{scheme}://127.0.0.1:{port}/api/{path}", auth=("admin", self.admin_password), timeout=10, verify=verify
+        )
         r.raise_for_status()
         return r.json()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import time
 import uuid
 
@@ -11,8 +13,8 @@ import pika
 import pytest
 
 from cluster import Cluster, cluster_status, kill_node, start_node, take_all, wait_running_nodes
-from support.containers import run_in
-from support.db import wait_recorded
+from support.containers import podman, run_in
+from support.db import recorded, wait_recorded
 from support.jobs import publish_job
 
 MESSAGES = 10_000
@@ -150,3 +152,82 @@ def test_every_node_answers_amqp(cluster: Cluster, index: int) -> None:
     conn = cluster.connect(cluster.nodes[index])
     assert conn.is_open
     conn.close()
+
+
+WORKER = "account-worker"
+PROBE_CA = "/tmp/tls-probe-ca.crt"
+PROBE_PID = "/tmp/tls-probe.pid"
+
+
+def _worker_services(host: str) -> list[str]:
+    out = run_in(host, "sh", "-c", f"ls -1d /etc/service/{WORKER}-[0-9]*").stdout
+    return out.split()
+
+
+def test_a_broker_certificate_from_another_ca_is_refused_and_no_job_is_lost(cluster: Cluster, tmp_path, report) -> None:
+    """A worker trusting a throwaway CA refuses every node with one clear line each and keeps retrying;
+    the job published meanwhile waits in the queue and is processed once the right CA is back in place
+    (the worker reads its CA file on every attempt: same process, no restart)."""
+    if not cluster.ca_file:
+        pytest.skip("the brokers of this release serve plain AMQP")
+    host, database_url = os.environ["CLUSTER_WORKER_HOST"], os.environ["CLUSTER_DATABASE_URL"]
+    other_key, other_ca = tmp_path / "other-ca.key", tmp_path / "other-ca.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(other_key), "-out", str(other_ca), "-days", "1", "-subj", "/CN=throwaway CA"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    podman("cp", str(other_ca), f"{host}:{PROBE_CA}")
+    run_in(host, "chmod", "0644", PROBE_CA)
+    services = _worker_services(host)
+    run_in(host, "sv", "stop", *services)  # the deployed instances must not take the job
+    message_id = f"tls-probe-{uuid.uuid4().hex[:8]}"
+    probe = None
+    try:
+        conn = cluster.connect_any()
+        ch = conn.channel()
+        ch.confirm_delivery()
+        publish_job(ch, message_id, "1234", apikey="cluster")
+        conn.close()
+        # The deployed environment, with the throwaway CA in place of the sandbox CA (HOME as under
+        # runit: libpq reads ~/.postgresql of the user it runs as).
+        probe = subprocess.Popen(
+            ["podman", "exec", host, "sh", "-c",
+             f"echo $$ > {PROBE_PID}; exec chpst -u {WORKER}:{WORKER} -e /etc/{WORKER}/env "
+             f"env HOME=/opt/{WORKER} WORKER_AMQP_CA_FILE={PROBE_CA} /opt/{WORKER}/venv/bin/account-worker"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        refused: dict[str, str] = {}
+        lines: list[str] = []
+        assert probe.stderr is not None
+        while len(refused) < len(cluster.nodes) or not any("event=amqp_unavailable" in line for line in lines):
+            line = probe.stderr.readline()
+            assert line, f"the worker exited: {lines[-5:]}"
+            lines.append(line)
+            assert "event=amqp_connected" not in line, "connected although the broker's CA is not trusted"
+            if "event=amqp_tls_refused" in line:
+                refused[line.split("broker=", 1)[1].split(":", 1)[0]] = line.strip()
+        assert set(refused) == set(cluster.nodes)
+        for line in refused.values():
+            assert line.startswith("level=ERROR event=amqp_tls_refused url=amqps://"), line
+            # OpenSSL's words depend on whether the broker sends its CA along with its certificate.
+            assert re.search(
+                r'error="certificate verify failed: (unable to get local issuer certificate|self-signed '
+                r'certificate in certificate chain)"',
+                line,
+            ), line
+            assert cluster.password not in line
+        assert recorded(database_url, message_id).distinct == 0
+        # The right CA in place: the same process connects on its next attempt and takes the job.
+        run_in(host, "cp", f"/etc/{WORKER}/tls/amqp-ca.crt", PROBE_CA)
+        done = wait_recorded(database_url, message_id, 1, deadline_s=120, poll_s=1)
+        while not any("event=amqp_connected" in line for line in lines):
+            lines.append(probe.stderr.readline())
+    finally:
+        if probe is not None:
+            run_in(host, "sh", "-c", f"kill $(cat {PROBE_PID})", check=False)
+            probe.wait(timeout=30)
+        run_in(host, "sv", "start", *services)
+        run_in(host, "rm", "-f", PROBE_CA, PROBE_PID)
+    report.append({"test": "worker trusting another CA", "refused_nodes": len(refused), "job_recorded": done.distinct})
+    assert done.distinct == 1 and done.duplicates == 0

@@ -113,3 +113,48 @@ def test_every_instance_serves_metrics_on_the_port_its_run_script_names(host) ->
         if port is None:
             continue  # worker_metrics_port: 0 (metrics off)
         assert host.socket(f"tcp://0.0.0.0:{port.group(1)}").is_listening, (name, port.group(1))
+
+
+def _tls_env(host) -> dict[str, str]:
+    """The worker's TLS settings (WORKER_*_FILE / _CERT / _KEY) present in its envdir."""
+    names = ("WORKER_AMQP_CA_FILE", "WORKER_AMQP_CLIENT_CERT", "WORKER_AMQP_CLIENT_KEY", "WORKER_DATABASE_CA_FILE")
+    return {
+        n: host.file(f"/etc/{NAME}/env/{n}").content_string.strip()
+        for n in names
+        if host.file(f"/etc/{NAME}/env/{n}").exists
+    }
+
+
+def test_tls_files_and_urls(host) -> None:
+    """With a broker CA every URL is amqps:// and the files are where the envdir says, key private."""
+    tls = _tls_env(host)
+    urls = host.file(f"/etc/{NAME}/env/WORKER_AMQP_URLS").content_string.strip().split(",")
+    if "WORKER_AMQP_CA_FILE" not in tls:
+        assert all(u.startswith("amqp://") for u in urls)
+        return
+    assert all(u.startswith("amqps://") and u.split("@", 1)[1].split("/")[0].endswith(":5671") for u in urls)
+    for var, path in tls.items():
+        f = host.file(path)
+        assert f.is_file and f.content_string.startswith("-----BEGIN "), var
+        assert (f.user, f.group, f.mode) == ((NAME, NAME, 0o600) if var.endswith("_KEY") else ("root", NAME, 0o644))
+    assert host.file(f"/etc/{NAME}/tls").mode == 0o750
+
+
+def test_psql_as_the_worker_user_verifies_the_server(host) -> None:
+    """psql service=<db> (the worker user's ~/.pg_service.conf) connects with verify-full against
+    ~/.postgresql/root.crt, over TLS; trusting another CA instead, it is refused."""
+    if "WORKER_DATABASE_CA_FILE" not in _tls_env(host):
+        pytest.skip("the database is not reached over TLS on this host")
+    url = urlsplit(host.file(f"/etc/{NAME}/env/WORKER_DATABASE_URL").content_string.strip())
+    service = url.path.lstrip("/")
+    assert "sslmode=verify-full" in host.file(f"/opt/{NAME}/.pg_service.conf").content_string
+    assert host.file(f"/opt/{NAME}/.postgresql/root.crt").content_string.startswith("-----BEGIN CERTIFICATE")
+    query = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+    assert host.check_output(f"runuser -u {NAME} -- psql -w service={service} -tAc '{query}'") == "t"
+    # The same connection trusting the system's CAs only: the sandbox CA is not among them.
+    system_cas = "/etc/ssl/certs/ca-certificates.crt"
+    other = host.run(f"runuser -u {NAME} -- psql -w 'service={service} sslrootcert={system_cas}' -tAc 'SELECT 1'")
+    assert other.rc != 0 and "certificate verify failed" in other.stderr, other.stderr
+    # Plaintext is refused by the server (hostssl only).
+    plain = host.run(f"runuser -u {NAME} -- psql -w 'service={service} sslmode=disable' -tAc 'SELECT 1'")
+    assert plain.rc != 0 and "no encryption" in plain.stderr, plain.stderr

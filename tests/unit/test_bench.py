@@ -126,7 +126,7 @@ def test_median_of_runs_ignores_failed_runs_for_the_rate() -> None:
 
 def test_cli_defaults_run_every_consumer_in_table_order() -> None:
     args = worker_throughput.parse_args([])
-    assert args.only == ["raw", "raw-each", "worker", "seed", "celery"]
+    assert args.only == ["raw", "raw-each", "worker", "worker-tls", "seed", "celery"]
     assert (args.n, args.repeat, args.png.name) == (10000, 1, "worker_throughput.png")
     with pytest.raises(SystemExit):
         worker_throughput.parse_args(["--only", "raw,nope"])
@@ -162,3 +162,15 @@ def test_json_report_holds_runs_and_goals(tmp_path) -> None:
     assert data["runs"][0]["raw"]["rate"] == 10000.0
     assert data["goals"][0]["name"] == "b/a"
     assert math.isclose(data["goals"][0]["value"], 0.5)
+
+
+def test_b_tls_is_the_worker_over_amqps_against_the_same_worker_over_amqp(monkeypatch) -> None:
+    monkeypatch.delenv("BENCH_AMQPS_PORT", raising=False)
+    assert (
+        worker_throughput.amqps_url("amqp://app:p%40ss@127.0.0.1:5672/app") == "amqps://app:p%40ss@127.0.0.1:5671/app"
+    )
+    monkeypatch.setenv("BENCH_AMQPS_PORT", "46671")
+    assert worker_throughput.amqps_url("amqp://a:b@localhost/app") == "amqps://a:b@localhost:46671/app"
+    results = {"worker": _result("worker", 1.0), "worker-tls": _result("worker-tls", 1.25)}
+    rows = {n: (round(v, 2), goal, met) for n, v, goal, met in goals(results)}
+    assert rows["b-tls/b (AMQPS)"] == (0.8, ">= 0.85", False)  # 10000 msgs in 1.25 s against 1.0 s

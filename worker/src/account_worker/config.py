@@ -9,10 +9,11 @@ test (tests/test_config.py) are all derived from it.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from account_worker.errors import ConfigError
 from account_worker.redact import MASK, redact_url
@@ -223,6 +224,18 @@ def _database_url(name: str, raw: str) -> str:
     return raw
 
 
+def _pem_file(name: str, raw: str) -> str:
+    if not os.path.isabs(raw):
+        raise ConfigError(f"{name} must be an absolute path, got {raw!r}")
+    if not os.path.isfile(raw) or not os.access(raw, os.R_OK):
+        raise ConfigError(f"{name}: {raw} is not a readable file")
+    return raw
+
+
+def _query(url: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(url).query)
+
+
 def _action_path(name: str, raw: str) -> str:
     if raw == SSH_ACTION:
         return raw
@@ -254,6 +267,37 @@ class Config:
     )
     database_url: str = field(
         metadata=env("WORKER_DATABASE_URL", _database_url, "`postgresql://` URL", secret=URL_PASSWORD)
+    )
+    amqp_ca_file: str | None = field(
+        default=None,
+        metadata=env(
+            "WORKER_AMQP_CA_FILE",
+            _pem_file,
+            "PEM CA bundle that verifies the broker's certificate on `amqps://` URLs (unset: the system's "
+            "trust store); the certificate and the host name are always verified, there is no opt-out; "
+            "when set, every URL must be `amqps://`",
+        ),
+    )
+    amqp_client_cert: str | None = field(
+        default=None,
+        metadata=env(
+            "WORKER_AMQP_CLIENT_CERT",
+            _pem_file,
+            "PEM client certificate presented to the broker (mutual TLS); needs `WORKER_AMQP_CLIENT_KEY`",
+        ),
+    )
+    amqp_client_key: str | None = field(
+        default=None,
+        metadata=env("WORKER_AMQP_CLIENT_KEY", _pem_file, "its private key (unencrypted PEM)"),
+    )
+    database_ca_file: str | None = field(
+        default=None,
+        metadata=env(
+            "WORKER_DATABASE_CA_FILE",
+            _pem_file,
+            "PEM CA bundle; when set, PostgreSQL connections use `sslmode=verify-full` with it (an `sslmode` "
+            "or `sslrootcert` in the URL is refused); unset: the URL's own settings",
+        ),
     )
     queue: str = field(default="jobs", metadata=env("WORKER_QUEUE", _amqp_name, "queue consumed"))
     dead_letter_exchange: str = field(
@@ -469,6 +513,33 @@ def _check_together(values: Mapping[str, Any]) -> None:
         ):
             if not values[name]:
                 raise ConfigError(f"{variable} is required when WORKER_ACTION is ssh")
+    _check_tls(values)
+
+
+def _check_tls(values: Mapping[str, Any]) -> None:
+    """No TLS setting may be silently ignored, and no URL may turn verification off."""
+    if (values["amqp_client_cert"] is None) != (values["amqp_client_key"] is None):
+        raise ConfigError("WORKER_AMQP_CLIENT_CERT and WORKER_AMQP_CLIENT_KEY must be set together")
+    urls = values["amqp_urls"]
+    tls_set = values["amqp_ca_file"] is not None or values["amqp_client_cert"] is not None
+    for index, url in enumerate(urls, start=1):
+        if "ssl_options" in _query(url):
+            raise ConfigError(
+                f"WORKER_AMQP_URLS item {index} sets ssl_options: TLS is configured by WORKER_AMQP_CA_FILE "
+                "and WORKER_AMQP_CLIENT_CERT/KEY only"
+            )
+        if tls_set and urlsplit(url).scheme != "amqps":
+            raise ConfigError(
+                f"WORKER_AMQP_URLS item {index} is not amqps:// although WORKER_AMQP_CA_FILE or "
+                "WORKER_AMQP_CLIENT_CERT is set (it would connect unverified)"
+            )
+    if values["database_ca_file"] is not None:
+        given = {k for k in _query(values["database_url"]) if k in ("sslmode", "sslrootcert")}
+        if given:
+            raise ConfigError(
+                f"WORKER_DATABASE_URL sets {', '.join(sorted(given))} although WORKER_DATABASE_CA_FILE is set "
+                "(the worker then connects with sslmode=verify-full and that CA)"
+            )
 
 
 def load_config(environ: Mapping[str, str]) -> Config:

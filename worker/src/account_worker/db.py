@@ -99,8 +99,11 @@ class Database:
         connect: Callable[..., Any] = psycopg.connect,
         connect_timeout: int = 10,
         secrets: Sequence[str] = (),
+        ca_file: str | None = None,
     ) -> None:
         self._url = url
+        # With a CA (WORKER_DATABASE_CA_FILE): TLS, the server's chain and host name verified.
+        self._tls: dict[str, str] = {"sslmode": "verify-full", "sslrootcert": ca_file} if ca_file else {}
         self._cache = cache if cache is not None else HostCache(0)
         self._connect = connect
         self._connect_timeout = connect_timeout
@@ -123,6 +126,7 @@ class Database:
                 keepalives_idle=30,
                 keepalives_interval=10,
                 keepalives_count=3,
+                **self._tls,
             )
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._conn = None

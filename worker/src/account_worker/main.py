@@ -84,12 +84,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logger = setup_logging(cfg.log_level, cfg.secrets())
     stop = threading.Event()
     install_signal_handlers(stop)
-    database = Database(cfg.database_url, cache=HostCache(cfg.host_cache_ttl), secrets=cfg.secrets())
+    database = Database(
+        cfg.database_url, cache=HostCache(cfg.host_cache_ttl), secrets=cfg.secrets(), ca_file=cfg.database_ca_file
+    )
     instrumentation: Instrumentation | None = None
     try:
         if cfg.metrics_port is not None:
             # The probe's own connection: the job thread's belongs to the job thread.
-            probe_db = Database(cfg.database_url, secrets=cfg.secrets())
+            probe_db = Database(cfg.database_url, secrets=cfg.secrets(), ca_file=cfg.database_ca_file)
             instrumentation = serve(cfg, cfg.metrics_port, probe_db.ping, probe_db.close, logger)
         observer = instrumentation.metrics if instrumentation is not None else NO_OBSERVER
         return Runner(cfg, database, action, stop, logger=logger, observer=observer).run()
