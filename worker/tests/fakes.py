@@ -422,3 +422,19 @@ class QueueChannel:
         self.published.append((exchange, routing_key, body, properties))
         if exchange == "":
             self.queues.setdefault(routing_key, []).append((properties, body))
+
+
+class GatedAction(FakeAction):
+    """A FakeAction whose jobs for the accounts in `gates` wait for that account's Event (a slow host)."""
+
+    def __init__(self, gates: dict[str, threading.Event], behaviour: dict[str, BaseException | str] | None = None):
+        super().__init__(behaviour)
+        self.gates = gates
+        self.started: set[str] = set()
+
+    def __call__(self, job: Job, host: str) -> str:
+        self.started.add(job.message_id)
+        gate = self.gates.get(job.account_uuid)
+        if gate is not None:
+            gate.wait(10)
+        return super().__call__(job, host)

@@ -19,7 +19,7 @@ import hmac
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from account_worker.actions import Action, Outcome
@@ -235,33 +235,87 @@ def process_batch(
     )
 
 
-def _process_group(
-    deliveries: Sequence[Delivery],
-    store: Store,
-    action: Action,
+@dataclass
+class Pending:
+    """A job whose action is to run: its delivery, and later deliveries of the same message in its group.
+
+    The followers are answered by its recorded run; if its action fails, the first of them runs instead.
+    """
+
+    delivery: Delivery
+    job: Job
+    host: str
+    followers: list[tuple[Delivery, Job]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A Pending whose action returned (an Outcome) or raised (the Exception)."""
+
+    pending: Pending
+    result: Outcome | Exception
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A group after its database look-ups: what is settled without running, and the actions to run."""
+
+    settled: tuple[Instruction, ...]
+    to_run: tuple[Pending, ...]
+
+
+def _failed(
+    delivery: Delivery,
+    error: BaseException,
     settings: BatchSettings,
     log: logging.Logger,
     *,
-    pool: Executor | None = None,
-) -> BatchResult:
-    """process_batch for deliveries processed together: one lookup, one record (narrowed on failure)."""
-    decided: dict[int, Instruction] = {}
+    attempt: int = 1,
+    job: Job | None = None,
+) -> Instruction:
+    decision = decide(error, attempt, settings.max_attempts, settings.retry_delay_ms)
+    log_event(
+        log,
+        logging.WARNING,
+        "job_failed",
+        message_id=job.message_id if job else shown_message_id(delivery.message_id),
+        account_uuid=job.account_uuid if job else None,
+        attempt=attempt,
+        decision=decision.verdict,
+        reason=reason_of(decision),
+    )
+    return Instruction(delivery, decision)
+
+
+def _acked(delivery: Delivery, job: Job, run: RecordedRun, duplicate: bool, log: logging.Logger) -> Instruction:
+    log_event(
+        log,
+        logging.DEBUG,
+        "job_duplicate" if duplicate else "job_done",
+        message_id=job.message_id,
+        account_uuid=job.account_uuid,
+        host=run.host,
+        status=run.status,
+        attempt=job.attempt,
+    )
+    return Instruction(delivery, Ack(duplicate), _reply(delivery, job, run))
+
+
+def prepare(
+    deliveries: Sequence[Delivery], store: Store, settings: BatchSettings, log: logging.Logger
+) -> Prepared | BatchResult:
+    """Parse, check apikeys, look hosts and earlier runs up (batched); a BatchResult if the database is down.
+
+    Settled here: invalid messages, bad apikeys, unknown accounts, values the database
+    refuses, and redeliveries recorded before (acked as duplicates, no second side effect).
+    """
+    settled: list[Instruction] = []
     jobs: list[tuple[int, Job]] = []
+    failed: set[int] = set()
 
     def fail(index: int, error: BaseException, attempt: int = 1, job: Job | None = None) -> None:
-        decision = decide(error, attempt, settings.max_attempts, settings.retry_delay_ms)
-        delivery = deliveries[index]
-        log_event(
-            log,
-            logging.WARNING,
-            "job_failed",
-            message_id=job.message_id if job else shown_message_id(delivery.message_id),
-            account_uuid=job.account_uuid if job else None,
-            attempt=attempt,
-            decision=decision.verdict,
-            reason=reason_of(decision),
-        )
-        decided[index] = Instruction(delivery, decision)
+        failed.add(index)
+        settled.append(_failed(deliveries[index], error, settings, log, attempt=attempt, job=job))
 
     for index, delivery in enumerate(deliveries):
         try:
@@ -287,40 +341,53 @@ def _process_group(
         hosts, done_before = _look_up(deliveries, jobs, store, fail)
     except DatabaseUnavailable as exc:
         return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
-    jobs = [(index, job) for index, job in jobs if index not in decided]
 
-    to_record: list[Run] = []
-    first_index: dict[str, int] = {}  # message_id -> index of the delivery whose action ran
-    waiting: list[tuple[int, Job]] = []  # deliveries whose outcome is the recorded run
-    to_run: list[tuple[int, Job, str]] = []  # first deliveries of each message: run, concurrently if a pool
-    later: list[tuple[int, Job, str]] = []  # duplicates in this batch: only run if the first one failed
-    claimed: set[str] = set()
-
+    to_run: dict[str, Pending] = {}  # message_id -> the first delivery of that message: its action runs
     for index, job in jobs:
+        if index in failed:
+            continue
         host = hosts.get(job.account_uuid)
         if host is None:
             fail(index, UnknownAccount(job.account_uuid), job.attempt, job)
             continue
-        if job.message_id in done_before:
-            waiting.append((index, job))  # redelivery: no second side effect
-            continue
-        (later if job.message_id in claimed else to_run).append((index, job, host))
-        claimed.add(job.message_id)
+        delivery = deliveries[index]
+        before = done_before.get(job.message_id)
+        if before is not None:  # redelivery: no second side effect
+            settled.append(_acked(delivery, job, before, True, log))
+        elif job.message_id in to_run:  # duplicate within this group: only runs if the first one failed
+            to_run[job.message_id].followers.append((delivery, job))
+        else:
+            to_run[job.message_id] = Pending(delivery, job, host)
+    return Prepared(tuple(settled), tuple(to_run.values()))
 
-    def settle(index: int, job: Job, host: str, result: Outcome | Exception) -> bool:
-        """Note one action's result; False if the database is down (the group is requeued)."""
+
+def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, log: logging.Logger) -> BatchResult:
+    """Record the successful runs among `finished` in one transaction (narrowed on failure); instruct each.
+
+    A failed action's delivery gets its decision; its followers (if the caller left any) are
+    given back to the queue.  If an action or the record met the database down, every
+    delivery of `finished` is requeued (database_down set): nothing is acked unrecorded.
+    """
+    everything = [d for f in finished for d in (f.pending.delivery, *(fd for fd, _ in f.pending.followers))]
+    instructions: list[Instruction] = []
+    to_record: list[Run] = []
+    ran: list[Pending] = []
+    for item in finished:
+        pending, result = item.pending, item.result
+        job = pending.job
         if isinstance(result, DatabaseUnavailable):
-            return False
+            return requeue_all(everything, "database unavailable", database_down=True)
         if isinstance(result, Exception):
-            fail(index, result, job.attempt, job)
-            return True
-        first_index[job.message_id] = index
-        waiting.append((index, job))
+            instructions.append(_failed(pending.delivery, result, settings, log, attempt=job.attempt, job=job))
+            decision = Requeue("its first delivery in the batch failed")
+            instructions.extend(Instruction(fd, decision) for fd, _ in pending.followers)
+            continue
+        ran.append(pending)
         to_record.append(
             Run(
                 job.message_id,
                 job.account_uuid,
-                host,
+                pending.host,
                 result.status,
                 job.attempt,
                 result.exit_status,
@@ -328,55 +395,98 @@ def _process_group(
                 result.stderr,
             )
         )
-        return True
-
-    for (index, job, host), result in zip(to_run, run_actions(action, to_run, pool), strict=True):
-        if not settle(index, job, host, result):
-            return requeue_all(deliveries, "database unavailable", database_down=True)
-    for index, job, host in later:
-        if job.message_id in first_index:
-            waiting.append((index, job))  # duplicate within this batch: the first one's run answers it
-        elif not settle(index, job, host, run_actions(action, [(index, job, host)], None)[0]):
-            return requeue_all(deliveries, "database unavailable", database_down=True)
-
     try:
         batches, refused = narrow(to_record, store.record_runs) if to_record else ([], [])
     except DatabaseUnavailable as exc:
-        return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
+        return requeue_all(everything, f"database unavailable: {exc}", database_down=True)
     rejected = {run.message_id: _rejected(exc) for run, exc in refused}
+    runs = {run.message_id: run for recorded in batches for run in recorded}
+    for pending in ran:
+        for delivery, job, first in (
+            (pending.delivery, pending.job, True),
+            *((d, j, False) for d, j in pending.followers),
+        ):
+            if job.message_id in rejected:
+                instructions.append(
+                    _failed(delivery, rejected[job.message_id], settings, log, attempt=job.attempt, job=job)
+                )
+                continue
+            run = runs.get(job.message_id)
+            if run is None:  # the store did not confirm the record: do not ack
+                return requeue_all(everything, f"run for {job.message_id} not recorded", database_down=True)
+            instructions.append(_acked(delivery, job, run, run.already_done or not first, log))
+    return BatchResult(tuple(instructions))
 
-    runs: dict[str, RecordedRun] = dict(done_before)
-    runs.update((run.message_id, run) for recorded in batches for run in recorded)
-    duplicates = 0
-    done = 0
-    for index, job in waiting:
-        if job.message_id in rejected:
-            fail(index, rejected[job.message_id], job.attempt, job)
-            continue
-        run = runs.get(job.message_id)
-        if run is None:  # the store did not confirm the record: do not ack
-            return requeue_all(deliveries, f"run for {job.message_id} not recorded", database_down=True)
-        duplicate = run.already_done or first_index.get(job.message_id) != index
-        duplicates += duplicate
-        done += 1
+
+def _reason(result: BatchResult) -> str:
+    decision = result.instructions[0].decision if result.instructions else None
+    return decision.reason if isinstance(decision, Requeue) else "database unavailable"
+
+
+def _in_order(deliveries: Sequence[Delivery], *parts: Sequence[Instruction]) -> BatchResult:
+    by_delivery = {id(i.delivery): i for part in parts for i in part}
+    return BatchResult(tuple(by_delivery[id(d)] for d in deliveries))
+
+
+def log_done(log: logging.Logger, instructions: Sequence[Instruction]) -> None:
+    """The batch_done line: jobs acked (duplicates among them) and the others."""
+    acks = [i.decision for i in instructions if isinstance(i.decision, Ack)]
+    if acks:
+        duplicates = sum(1 for a in acks if a.duplicate)
         log_event(
-            log,
-            logging.DEBUG,
-            "job_duplicate" if duplicate else "job_done",
-            message_id=job.message_id,
-            account_uuid=job.account_uuid,
-            host=run.host,
-            status=run.status,
-            attempt=job.attempt,
+            log, logging.INFO, "batch_done", jobs=len(acks), duplicates=duplicates, other=len(instructions) - len(acks)
         )
-        decided[index] = Instruction(deliveries[index], Ack(duplicate), _reply(deliveries[index], job, run))
-    if done:
-        log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(deliveries) - done)
-
-    return BatchResult(tuple(decided[i] for i in range(len(deliveries))))
 
 
-def _run_one(action: Action, job: Job, host: str) -> Outcome | Exception:
+def run_followers(action: Action, failed: Pending) -> list[Finished]:
+    """After `failed`'s action failed: run its followers one at a time until one succeeds (it answers the rest)."""
+    finished: list[Finished] = []
+    followers = list(failed.followers)
+    failed.followers.clear()
+    while followers:
+        delivery, job = followers.pop(0)
+        pending = Pending(delivery, job, failed.host)
+        result = run_one(action, job, failed.host)
+        finished.append(Finished(pending, result))
+        if not isinstance(result, Exception):
+            pending.followers.extend(followers)
+            break
+    return finished
+
+
+def _process_group(
+    deliveries: Sequence[Delivery],
+    store: Store,
+    action: Action,
+    settings: BatchSettings,
+    log: logging.Logger,
+    *,
+    pool: Executor | None = None,
+) -> BatchResult:
+    """process_batch for deliveries processed together: one lookup, one record (narrowed on failure)."""
+    prepared = prepare(deliveries, store, settings, log)
+    if isinstance(prepared, BatchResult):
+        return prepared
+    calls = [(0, p.job, p.host) for p in prepared.to_run]
+    finished: list[Finished] = []
+    for pending, result in zip(prepared.to_run, run_actions(action, calls, pool), strict=True):
+        if isinstance(result, DatabaseUnavailable):
+            return requeue_all(deliveries, "database unavailable", database_down=True)
+        finished.append(Finished(pending, result))
+    for item in list(finished):
+        if isinstance(item.result, Exception) and item.pending.followers:
+            finished.extend(run_followers(action, item.pending))
+    if any(isinstance(f.result, DatabaseUnavailable) for f in finished):
+        return requeue_all(deliveries, "database unavailable", database_down=True)
+    recorded = record(finished, store, settings, log)
+    if recorded.database_down:
+        return requeue_all(deliveries, _reason(recorded), database_down=True)
+    done = _in_order(deliveries, prepared.settled, recorded.instructions)
+    log_done(log, done.instructions)
+    return done
+
+
+def run_one(action: Action, job: Job, host: str) -> Outcome | Exception:
     try:
         return _outcome(action(job, host))
     except Exception as exc:  # noqa: BLE001 - classified by decide() (DatabaseUnavailable: requeued)
@@ -388,8 +498,8 @@ def run_actions(
 ) -> list[Outcome | Exception]:
     """Each call's outcome or error, in order; on the pool's threads when there is a pool and more than one."""
     if pool is None or len(calls) < 2:
-        return [_run_one(action, job, host) for _, job, host in calls]
-    futures = [pool.submit(_run_one, action, job, host) for _, job, host in calls]
+        return [run_one(action, job, host) for _, job, host in calls]
+    futures = [pool.submit(run_one, action, job, host) for _, job, host in calls]
     return [future.result() for future in futures]
 
 

@@ -353,7 +353,7 @@ class Config:
                 lambda v: 0 < v < RUNIT_KILL_WAIT,
                 f"> 0 and < {RUNIT_KILL_WAIT:g} (runit kills after {RUNIT_KILL_WAIT:g} s)",
             ),
-            "seconds the running batch may take after SIGTERM; > 0 and < 7 (runit)",
+            "seconds the jobs in flight may take after SIGTERM; > 0 and < 7 (runit)",
         ),
     )
     apikey: str | None = field(
@@ -410,7 +410,7 @@ class Config:
         metadata=env(
             "WORKER_CONCURRENCY",
             _integer(1, 256),
-            "actions run at once (threads) within a batch, 1..256; the batch is recorded when all finished",
+            "actions run at once (threads), 1..256; above 1, each run is recorded and acked as it finishes",
             default_from=lambda earlier: "16" if earlier["action"] == SSH_ACTION else "1",
             shown_default="16 with ssh, else 1",
         ),

@@ -160,7 +160,7 @@ class IOLoop:
                     assert_never(report)
 
     def _shutdown(self, session: Session, job: JobLoop) -> None:
-        """Stop consuming, requeue what was not started, let the running batch finish within the grace."""
+        """Stop consuming, requeue what was not started, let the jobs in flight finish within the grace."""
         log_event(self._log, logging.INFO, "shutdown_started", grace=self._cfg.shutdown_grace)
         deadline = self._clock() + self._cfg.shutdown_grace
         job.stop()
@@ -171,4 +171,4 @@ class IOLoop:
         self._apply_reports(session)
         session.requeue(self._take_buffered())
         if job.is_alive():
-            log_event(self._log, logging.WARNING, "shutdown_grace_exceeded", note="unfinished batch is redelivered")
+            log_event(self._log, logging.WARNING, "shutdown_grace_exceeded", note="unfinished jobs are redelivered")

@@ -1,4 +1,9 @@
-"""The job thread: wait for the database, take a batch, process it, post the result.
+"""The job thread: wait for the database, take deliveries, process them, post the results.
+
+With WORKER_CONCURRENCY 1 it takes a batch, processes it (batch.process_in_groups) and
+posts its results before taking the next.  With more, it keeps up to that many actions
+in flight and records them in completion order (inflight.Settler): a slow job holds back
+only its own delivery.
 
 It owns the database and never touches pika.  Everything it has to say to the I/O
 thread is a JobReport handed to `post` (which queues it and wakes the I/O thread):
@@ -19,6 +24,7 @@ from account_worker.backoff import backoff_delay
 from account_worker.batch import BatchResult, BatchSettings, Delivery, process_in_groups, requeue_all
 from account_worker.config import Config
 from account_worker.errors import DatabaseUnavailable
+from account_worker.inflight import Settler
 from account_worker.logsetup import log_event
 from account_worker.redact import redact
 from account_worker.store import Database
@@ -29,6 +35,10 @@ DB_BACKOFF_CAP = 5.0
 
 # How long one wait for the first delivery of a batch lasts (the stop flag is checked between waits).
 BATCH_WAIT_SECONDS = 0.2
+
+# With actions in flight and room for more: how long one wait for new deliveries lasts before
+# the finished actions are recorded (the wake-up latency of either kind of news).
+SETTLE_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -94,8 +104,8 @@ class JobLoop:
         self._settings = BatchSettings(cfg.max_attempts, cfg.retry_delay_ms, cfg.apikey, cfg.crash_limit)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job", daemon=True)
-        # The actions of one group run on up to cfg.concurrency threads; the job thread waits for
-        # all of them before recording, so nothing is acked before its run is committed.
+        # Actions run on up to cfg.concurrency threads; the job thread records each run (in
+        # completion order) before the I/O thread acks it.
         self._pool = (
             ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="action")
             if cfg.concurrency > 1
@@ -119,6 +129,9 @@ class JobLoop:
             if not self._wait_for_database():
                 return
             self._post(Resume())
+            if self._pool is not None:
+                self._run_concurrent(self._pool)
+                return
             while not self._stop.is_set():
                 batch = take_batch(self._deliveries, self._cfg.batch_size, BATCH_WAIT_SECONDS, self._is_current)
                 if not batch:
@@ -147,6 +160,38 @@ class JobLoop:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             self._db.close()
+
+    def _run_concurrent(self, pool: ThreadPoolExecutor) -> None:
+        """Take while there is room, record what finished; on stop, let what is in flight finish.
+
+        The I/O thread bounds the drain: it waits for this thread up to the shutdown grace.
+        """
+        settler = Settler(
+            self._db, self._action, self._settings, self._log, pool=pool, limit=self._cfg.concurrency, post=self._post
+        )
+        try:
+            while not self._stop.is_set():
+                room = settler.room
+                batch: list[Delivery] = []
+                if room:
+                    wait = SETTLE_POLL_SECONDS if settler.in_flight else BATCH_WAIT_SECONDS
+                    batch = take_batch(self._deliveries, min(self._cfg.batch_size, room), wait, self._is_current)
+                if batch and self._stop.is_set():
+                    self._post(requeue_all(batch, "shutting down", database_down=False))
+                    break
+                if batch:
+                    settler.take(batch)
+                settler.settle(0 if room else BATCH_WAIT_SECONDS)
+                if settler.database_down:
+                    settler.drain()  # what is still running is given back as it finishes
+                    log_event(self._log, logging.WARNING, "database_unavailable")
+                    if not self._wait_for_database():
+                        return
+                    settler.resume()
+                    self._post(Resume())
+        finally:
+            if self._stop.is_set():
+                settler.drain()
 
     def _wait_for_database(self) -> bool:
         """Ping until the database answers (capped backoff + jitter); False if told to stop."""

@@ -1,0 +1,192 @@
+"""Per-job settlement when actions run concurrently (WORKER_CONCURRENCY > 1).
+
+The job thread keeps up to `limit` actions in flight on the pool.  It takes deliveries
+while there is room, does their database part first (decode, apikey, host and earlier-run
+look-ups: batch.prepare, one query per take), submits their actions, and records the
+actions that finished, in completion order: every wake-up records what finished since
+the last one in one transaction (narrowed on failure, batch.record) and posts a
+BatchResult for just those deliveries.  A slow action therefore holds back its own
+delivery only: the others are recorded and acked as they finish.
+
+Still true: nothing is acked before its run is committed (the I/O thread acts on the
+posted results); the database connection stays on the job thread (actions never touch
+it); a take holding a message the broker got back unsettled (a suspect) is processed
+after everything in flight is settled, by batch.process_in_groups as with concurrency 1
+(the suspect alone, so a crash takes no neighbour along).  Once the database is found
+down, every action still in flight is given back to the queue as it finishes,
+unrecorded (it runs again later: at-least-once), until resume() is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+
+from account_worker.actions import Action, Outcome
+from account_worker.batch import (
+    BatchResult,
+    BatchSettings,
+    Delivery,
+    Finished,
+    Pending,
+    log_done,
+    prepare,
+    process_in_groups,
+    record,
+    requeue_all,
+    run_one,
+)
+from account_worker.errors import DatabaseUnavailable
+from account_worker.messages import delivery_count
+from account_worker.store import Store
+
+DOWN_REASON = "database unavailable"
+
+
+class InFlight:
+    """Actions submitted to the pool and not yet collected; the pool's threads only hand results over."""
+
+    def __init__(self, pool: Executor, action: Action) -> None:
+        self._pool = pool
+        self._action = action
+        self._finished: queue.Queue[Finished] = queue.Queue()
+        self.count = 0  # submitted and not collected (job thread only)
+
+    def submit(self, pending: Pending) -> None:
+        self.count += 1
+        future = self._pool.submit(run_one, self._action, pending.job, pending.host)
+        future.add_done_callback(lambda done: self._finished.put(Finished(pending, _result(done))))
+
+    def collect(self, timeout: float) -> list[Finished]:
+        """The finished actions: wait up to `timeout` (0: not at all) for one, then take all that are ready."""
+        taken: list[Finished] = []
+        try:
+            taken.append(self._finished.get(timeout=timeout) if timeout > 0 else self._finished.get_nowait())
+            while True:
+                taken.append(self._finished.get_nowait())
+        except queue.Empty:
+            pass
+        self.count -= len(taken)
+        return taken
+
+
+def _result(future: Future[Outcome | Exception]) -> Outcome | Exception:
+    """run_one's value; a cancelled future or an error run_one let through becomes an error to classify."""
+    if future.cancelled():
+        return RuntimeError("action cancelled")
+    error = future.exception()
+    if error is None:
+        return future.result()
+    return error if isinstance(error, Exception) else RuntimeError(f"action ended by {type(error).__name__}")
+
+
+def deliveries_of(finished: Sequence[Finished]) -> list[Delivery]:
+    return [d for f in finished for d in (f.pending.delivery, *(fd for fd, _ in f.pending.followers))]
+
+
+class Settler:
+    """The job thread's side of concurrent processing: take, run on the pool, record in completion order."""
+
+    def __init__(
+        self,
+        store: Store,
+        action: Action,
+        settings: BatchSettings,
+        log: logging.Logger,
+        *,
+        pool: Executor,
+        limit: int,
+        post: Callable[[BatchResult], None],
+    ) -> None:
+        self._store = store
+        self._action = action
+        self._settings = settings
+        self._log = log
+        self._pool = pool
+        self._limit = limit
+        self._post = post
+        self._flight = InFlight(pool, action)
+        self._down = False  # the database was found down; cleared by resume()
+
+    @property
+    def in_flight(self) -> int:
+        return self._flight.count
+
+    @property
+    def room(self) -> int:
+        """How many more deliveries may be taken now (0 while the database is down)."""
+        return 0 if self._down else max(0, self._limit - self._flight.count)
+
+    @property
+    def database_down(self) -> bool:
+        return self._down
+
+    def resume(self) -> None:
+        """The database answers again: take and record as usual."""
+        self._down = False
+
+    def take(self, batch: Sequence[Delivery]) -> None:
+        """Start a take: its database part now (settled ones posted at once), its actions on the pool."""
+        if self._down:
+            self._post(requeue_all(batch, DOWN_REASON, database_down=True))
+            return
+        if any(delivery_count(d.headers) for d in batch):
+            self._alone(batch)
+            return
+        prepared = prepare(batch, self._store, self._settings, self._log)
+        if isinstance(prepared, BatchResult):  # the database is down: all of it requeued
+            self._down = True
+            self._post(prepared)
+            return
+        if prepared.settled:
+            self._post(BatchResult(prepared.settled))
+        for pending in prepared.to_run:
+            self._flight.submit(pending)
+
+    def _alone(self, batch: Sequence[Delivery]) -> None:
+        """A take with suspects: settle everything in flight, then process it as concurrency 1 does."""
+        self.drain()
+        if self._down:
+            self._post(requeue_all(batch, DOWN_REASON, database_down=True))
+            return
+        for result in process_in_groups(batch, self._store, self._action, self._settings, self._log, pool=self._pool):
+            self._post(result)
+            if result.database_down:
+                self._down = True
+
+    def settle(self, timeout: float) -> int:
+        """Record and post what finished (waiting up to `timeout` for something to); the number settled."""
+        finished = self._flight.collect(timeout)
+        if not finished:
+            return 0
+        to_record: list[Finished] = []
+        for item in finished:
+            pending, result = item.pending, item.result
+            if (
+                isinstance(result, Exception)
+                and not isinstance(result, DatabaseUnavailable)
+                and pending.followers
+                and not self._down
+            ):
+                # Its duplicates in the same take: the first of them runs now, answering the rest.
+                (delivery, job), *rest = pending.followers
+                pending.followers.clear()
+                self._flight.submit(Pending(delivery, job, pending.host, list(rest)))
+            to_record.append(item)
+        if self._down:
+            self._post(requeue_all(deliveries_of(to_record), DOWN_REASON, database_down=True))
+            return len(finished)
+        recorded = record(to_record, self._store, self._settings, self._log)
+        self._post(recorded)
+        if recorded.database_down:
+            self._down = True
+        else:
+            log_done(self._log, recorded.instructions)
+        return len(finished)
+
+    def drain(self) -> None:
+        """Wait for every action in flight and settle it (given back to the queue if the database is down)."""
+        while self._flight.count:
+            self.settle(timeout=1.0)
