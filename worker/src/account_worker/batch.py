@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from account_worker.actions import Action, Outcome
 from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, decide, reason_of
@@ -235,7 +235,7 @@ def process_batch(
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """A job whose action is to run: its delivery, and later deliveries of the same message in its group.
 
@@ -248,8 +248,7 @@ class Pending:
     followers: list[tuple[Delivery, Job]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(NamedTuple):
     """A Pending whose action returned (an Outcome) or raised (the Exception)."""
 
     pending: Pending
@@ -368,7 +367,6 @@ def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, 
     given back to the queue.  If an action or the record met the database down, every
     delivery of `finished` is requeued (database_down set): nothing is acked unrecorded.
     """
-    everything = [d for f in finished for d in (f.pending.delivery, *(fd for fd, _ in f.pending.followers))]
     instructions: list[Instruction] = []
     to_record: list[Run] = []
     ran: list[Pending] = []
@@ -376,7 +374,7 @@ def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, 
         pending, result = item.pending, item.result
         job = pending.job
         if isinstance(result, DatabaseUnavailable):
-            return requeue_all(everything, "database unavailable", database_down=True)
+            return requeue_all(finished_deliveries(finished), "database unavailable", database_down=True)
         if isinstance(result, Exception):
             instructions.append(_failed(pending.delivery, result, settings, log, attempt=job.attempt, job=job))
             decision = Requeue("its first delivery in the batch failed")
@@ -398,24 +396,32 @@ def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, 
     try:
         batches, refused = narrow(to_record, store.record_runs) if to_record else ([], [])
     except DatabaseUnavailable as exc:
-        return requeue_all(everything, f"database unavailable: {exc}", database_down=True)
-    rejected = {run.message_id: _rejected(exc) for run, exc in refused}
+        return requeue_all(finished_deliveries(finished), f"database unavailable: {exc}", database_down=True)
+    rejected = {run.message_id: _rejected(exc) for run, exc in refused} if refused else {}
     runs = {run.message_id: run for recorded in batches for run in recorded}
     for pending in ran:
+        message_id = pending.job.message_id
+        error = rejected.get(message_id) if rejected else None
+        run = runs.get(message_id)
+        if error is None and run is None:  # the store did not confirm the record: do not ack
+            return requeue_all(finished_deliveries(finished), f"run for {message_id} not recorded", database_down=True)
+        if run is not None and error is None and not pending.followers:  # the usual case, kept cheap
+            instructions.append(_acked(pending.delivery, pending.job, run, run.already_done, log))
+            continue
         for delivery, job, first in (
             (pending.delivery, pending.job, True),
-            *((d, j, False) for d, j in pending.followers),
+            *[(d, j, False) for d, j in pending.followers],
         ):
-            if job.message_id in rejected:
-                instructions.append(
-                    _failed(delivery, rejected[job.message_id], settings, log, attempt=job.attempt, job=job)
-                )
-                continue
-            run = runs.get(job.message_id)
-            if run is None:  # the store did not confirm the record: do not ack
-                return requeue_all(everything, f"run for {job.message_id} not recorded", database_down=True)
-            instructions.append(_acked(delivery, job, run, run.already_done or not first, log))
+            if error is not None:
+                instructions.append(_failed(delivery, error, settings, log, attempt=job.attempt, job=job))
+            elif run is not None:
+                instructions.append(_acked(delivery, job, run, run.already_done or not first, log))
     return BatchResult(tuple(instructions))
+
+
+def finished_deliveries(finished: Sequence[Finished]) -> list[Delivery]:
+    """The deliveries of `finished`, followers included."""
+    return [d for f in finished for d in (f.pending.delivery, *(fd for fd, _ in f.pending.followers))]
 
 
 def _reason(result: BatchResult) -> str:
@@ -430,12 +436,14 @@ def _in_order(deliveries: Sequence[Delivery], *parts: Sequence[Instruction]) -> 
 
 def log_done(log: logging.Logger, instructions: Sequence[Instruction]) -> None:
     """The batch_done line: jobs acked (duplicates among them) and the others."""
-    acks = [i.decision for i in instructions if isinstance(i.decision, Ack)]
-    if acks:
-        duplicates = sum(1 for a in acks if a.duplicate)
-        log_event(
-            log, logging.INFO, "batch_done", jobs=len(acks), duplicates=duplicates, other=len(instructions) - len(acks)
-        )
+    done = duplicates = 0
+    for instruction in instructions:
+        decision = instruction.decision
+        if isinstance(decision, Ack):
+            done += 1
+            duplicates += decision.duplicate
+    if done:
+        log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(instructions) - done)
 
 
 def run_followers(action: Action, failed: Pending) -> list[Finished]:
@@ -469,15 +477,19 @@ def _process_group(
         return prepared
     calls = [(0, p.job, p.host) for p in prepared.to_run]
     finished: list[Finished] = []
+    failed: list[Pending] = []
     for pending, result in zip(prepared.to_run, run_actions(action, calls, pool), strict=True):
-        if isinstance(result, DatabaseUnavailable):
-            return requeue_all(deliveries, "database unavailable", database_down=True)
+        if isinstance(result, Exception):
+            if isinstance(result, DatabaseUnavailable):
+                return requeue_all(deliveries, "database unavailable", database_down=True)
+            if pending.followers:
+                failed.append(pending)
         finished.append(Finished(pending, result))
-    for item in list(finished):
-        if isinstance(item.result, Exception) and item.pending.followers:
-            finished.extend(run_followers(action, item.pending))
-    if any(isinstance(f.result, DatabaseUnavailable) for f in finished):
-        return requeue_all(deliveries, "database unavailable", database_down=True)
+    for pending in failed:
+        after = run_followers(action, pending)
+        if any(isinstance(f.result, DatabaseUnavailable) for f in after):
+            return requeue_all(deliveries, "database unavailable", database_down=True)
+        finished.extend(after)
     recorded = record(finished, store, settings, log)
     if recorded.database_down:
         return requeue_all(deliveries, _reason(recorded), database_down=True)

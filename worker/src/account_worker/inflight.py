@@ -31,6 +31,7 @@ from account_worker.batch import (
     Delivery,
     Finished,
     Pending,
+    finished_deliveries,
     log_done,
     prepare,
     process_in_groups,
@@ -80,10 +81,6 @@ def _result(future: Future[Outcome | Exception]) -> Outcome | Exception:
     if error is None:
         return future.result()
     return error if isinstance(error, Exception) else RuntimeError(f"action ended by {type(error).__name__}")
-
-
-def deliveries_of(finished: Sequence[Finished]) -> list[Delivery]:
-    return [d for f in finished for d in (f.pending.delivery, *(fd for fd, _ in f.pending.followers))]
 
 
 class Settler:
@@ -176,7 +173,7 @@ class Settler:
                 self._flight.submit(Pending(delivery, job, pending.host, list(rest)))
             to_record.append(item)
         if self._down:
-            self._post(requeue_all(deliveries_of(to_record), DOWN_REASON, database_down=True))
+            self._post(requeue_all(finished_deliveries(to_record), DOWN_REASON, database_down=True))
             return len(finished)
         recorded = record(to_record, self._store, self._settings, self._log)
         self._post(recorded)
