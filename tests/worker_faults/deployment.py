@@ -9,6 +9,7 @@ Environment (set by molecule/worker/verify.yml):
     IT_ACCOUNTS        account_uuid=host pairs seeded in the database
     IT_ACCOUNT_HOSTS   containers the ssh action runs commands on (sshd, role account_host)
     IT_SSH_USER        the user the workers log in as there
+    IT_BROKER_HOST     container running RabbitMQ (its queues are read with rabbitmqctl)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Env:
     accounts: dict[str, str]
     account_hosts: list[str] = field(default_factory=list)
     ssh_user: str = "account-jobs"
+    broker_host: str = ""
     results: list[dict] = field(default_factory=list)
 
     @classmethod
@@ -44,6 +46,7 @@ class Env:
             accounts=dict(pairs),
             account_hosts=[h for h in environ.get("IT_ACCOUNT_HOSTS", "").split(",") if h],
             ssh_user=environ.get("IT_SSH_USER", "account-jobs"),
+            broker_host=environ.get("IT_BROKER_HOST", ""),
         )
 
 

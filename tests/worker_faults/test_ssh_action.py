@@ -4,13 +4,15 @@ Through the real broker, database, workers and the account host's sshd (role acc
 output lands in job_runs and the reply, shell metacharacters stay text on the target, a
 wrong pinned host key, a non-zero exit, an unknown command and an unreachable host end as
 the worker's README says, a stopped sshd delays a job without losing it, and one
-connection per worker process serves many jobs.
+connection per worker process serves many jobs; a slow host holds back no other host's
+jobs, and `sv restart` / `kill -9` during a stream of SSH jobs lose nothing.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -19,11 +21,11 @@ import psycopg
 import pytest
 
 from deployment import Env
-from support.containers import pids, run_in, start_service, stop_service
+from streams import FAULTS, stream_with_fault, sv_restart, worker_pids
+from support.containers import run_in, start_service, stop_service
 from support.db import recorded, wait_recorded
 from support.jobs import EXCHANGE, ROUTING_KEY, JobPublisher, drain_dead_letters, job_properties
 
-WORKER_PROCESS = "bin/account-worker"
 KNOWN_HOSTS = "/etc/{name}/ssh/known_hosts"
 # Not any host's key: a key pair made for nothing but this pin.
 WRONG_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEy5Ufx4c1+XZ5nA1n3T0Tq4yRZ5m7cS3rBq4o7b2Xc1"
@@ -86,12 +88,12 @@ def accepted_logins(env: Env, host: str) -> int:
 
 
 def worker_processes(env: Env) -> int:
-    return sum(len(pids(host, WORKER_PROCESS)) for host in env.worker_hosts)
+    return sum(len(worker_pids(host)) for host in env.worker_hosts)
 
 
 def restart_workers(env: Env) -> None:
     for host in env.worker_hosts:
-        run_in(host, "sh", "-c", f"sv restart /etc/service/{env.worker_name}-*")
+        sv_restart(env, host)
 
 
 def test_a_job_runs_on_the_accounts_host_and_its_output_is_recorded_and_replied(
@@ -305,3 +307,154 @@ def test_jobs_run_concurrently_within_the_per_host_bound(
         {"test": "ssh concurrency", "sent": jobs, "recorded": jobs, "duplicates": 0, "dead_lettered": 0, "most": most}
     )
     assert 2 <= most <= per_host_bound * processes, f"at most {most} commands ran at once"
+
+
+SSH_STREAM = 300
+SLOW_SECONDS = 30  # the longest sleep the scenario's allow-list accepts
+QUICK_JOBS = 40
+
+
+def publish_uptime(publisher: JobPublisher, message_id: str, account_uuid: str) -> None:
+    publish(publisher, message_id, account_uuid, {"command": "uptime"})
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_worker_fault_during_a_stream_of_ssh_jobs_records_each_exactly_once(
+    env: Env, publisher: JobPublisher, target: tuple[str, str], fault: str
+) -> None:
+    assert set(env.accounts.values()) <= set(env.account_hosts), "the stream's accounts must be on account hosts"
+    stream_with_fault(env, publisher, run_id(), fault, count=SSH_STREAM, publish=publish_uptime)
+
+
+def services(env: Env, host: str) -> list[str]:
+    return run_in(host, "sh", "-c", f"ls -d /etc/service/{env.worker_name}-*").stdout.split()
+
+
+def consumers(publisher: JobPublisher) -> int:
+    return publisher.ch.queue_declare("jobs", passive=True).method.consumer_count
+
+
+@pytest.fixture
+def one_instance(env: Env, publisher: JobPublisher) -> Iterator[None]:
+    """Every worker instance but one stopped: the slow job and the quick ones meet in the same process."""
+    keep = (env.worker_hosts[0], services(env, env.worker_hosts[0])[0])
+    stopped = [(host, service) for host in env.worker_hosts for service in services(env, host)]
+    stopped.remove(keep)
+    try:
+        for host, service in stopped:
+            run_in(host, "sv", "-w", "15", "stop", service)
+        deadline = time.monotonic() + 30
+        while consumers(publisher) != 1 and time.monotonic() < deadline:
+            publisher.conn.sleep(0.5)
+        assert consumers(publisher) == 1
+        yield
+    finally:
+        for host, service in stopped:
+            run_in(host, "sv", "start", service, check=False)
+
+
+@pytest.fixture
+def other_host_name(env: Env, target: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """(account_uuid, host) of an account on the same sshd under another host name: its IP address.
+
+    The per-host bound and the pooled connection are per host name, so for the worker this is
+    another host.  Every worker host pins the account host's key under that address too.
+    """
+    _, host = target
+    address = run_in(env.worker_hosts[0], "getent", "hosts", host).stdout.split()[0]
+    path = KNOWN_HOSTS.format(name=env.worker_name)
+    for worker in env.worker_hosts:
+        run_in(worker, "cp", "-p", path, f"{path}.it")
+        pinned = [line.split() for line in run_in(worker, "cat", path).stdout.splitlines()]
+        keys = [f"{address} {fields[1]} {fields[2]}" for fields in pinned if host in fields[0].split(",")]
+        assert keys, f"{host} is not pinned on {worker}"
+        run_in(worker, "sh", "-c", f"printf '%s\\n' '{keys[0]}' >> {path}")
+    account_uuid = f"{run_id()}by-address"
+    with psycopg.connect(env.database_url, autocommit=True) as db:
+        db.execute("INSERT INTO accounts (account_uuid, host) VALUES (%s, %s)", (account_uuid, address))
+    try:
+        yield account_uuid, address
+    finally:
+        with psycopg.connect(env.database_url, autocommit=True) as db:
+            db.execute("DELETE FROM accounts WHERE account_uuid = %s", (account_uuid,))
+        for worker in env.worker_hosts:
+            run_in(worker, "mv", f"{path}.it", path)
+
+
+def slow_running(env: Env, host: str) -> bool:
+    command = f"sleep {SLOW_SECONDS}"
+    return run_in(host, "pgrep", "-u", env.ssh_user, "-x", "-f", command, check=False).returncode == 0
+
+
+def jobs_queue(env: Env) -> tuple[int, int]:
+    """(ready, unacknowledged) messages of the jobs queue, as the broker counts them."""
+    if not env.broker_host:
+        pytest.fail("IT_BROKER_HOST is not set", pytrace=False)
+    vhost = urllib.parse.unquote(urllib.parse.urlparse(env.amqp_url).path.lstrip("/")) or "/"
+    out = run_in(
+        env.broker_host,
+        "rabbitmqctl",
+        "-q",
+        "list_queues",
+        "-p",
+        vhost,
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "--no-table-headers",
+    ).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "jobs":
+            return int(fields[1]), int(fields[2])
+    pytest.fail(f"no jobs queue in {out!r}", pytrace=False)
+
+
+def test_a_slow_host_does_not_hold_back_the_jobs_of_another_host(
+    env: Env,
+    publisher: JobPublisher,
+    target: tuple[str, str],
+    other_host_name: tuple[str, str],
+    one_instance: None,
+) -> None:
+    account_uuid, host = target
+    other_uuid, address = other_host_name
+    prefix = run_id()
+    publish(publisher, f"{prefix}slow", account_uuid, {"command": "sleep", "params": {"seconds": SLOW_SECONDS}})
+    deadline = time.monotonic() + 60
+    while not slow_running(env, host) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert slow_running(env, host), "the slow command did not start on the target"
+    for n in range(QUICK_JOBS):
+        publish_uptime(publisher, f"{prefix}quick{n:03d}", other_uuid)
+
+    # Ordering, not timing: the quick jobs are recorded and acked while the slow command still runs.
+    done = 0
+    queue = (-1, -1)
+    while slow_running(env, host):
+        done = recorded(env.database_url, f"{prefix}quick").distinct
+        queue = jobs_queue(env)
+        if done == QUICK_JOBS and queue == (0, 1):
+            break
+        time.sleep(0.3)
+    still_running = slow_running(env, host)
+    slow_rows = recorded(env.database_url, f"{prefix}slow").rows
+    env.results.append(
+        {
+            "test": "slow host, other host",
+            "sent": QUICK_JOBS + 1,
+            "recorded": done,
+            "duplicates": 0,
+            "dead_lettered": 0,
+            "quick_done_while_slow_ran": done,
+            "queue_ready_unacked": f"{queue[0]}/{queue[1]}",
+        }
+    )
+    assert still_running and slow_rows == 0, "the slow command ended before the quick jobs were all settled"
+    assert done == QUICK_JOBS and queue == (0, 1), f"{done} quick jobs recorded, queue ready/unacked {queue}"
+
+    final = wait_recorded(env.database_url, prefix, QUICK_JOBS + 1, deadline_s=120)
+    assert (final.distinct, final.rows) == (QUICK_JOBS + 1, QUICK_JOBS + 1)
+    assert run_row(env, f"{prefix}slow")[:3] == (host, "done", 0)
+    assert run_row(env, f"{prefix}quick000")[:3] == (address, "done", 0)
+    assert drain_dead_letters(env.amqp_url, prefix) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 import uuid
@@ -11,41 +10,16 @@ import pika
 import pytest
 
 from deployment import Env
-from support.containers import kill_processes, pids, run_in, start_service, stop_service
+from streams import FAULTS, accounts, report, stream_with_fault
+from support.containers import run_in, start_service, stop_service
 from support.db import recorded, wait_recorded
 from support.jobs import JobPublisher, drain_dead_letters
 
 STREAM = 1000
-WORKER_PROCESS = "bin/account-worker"
 
 
 def run_id() -> str:
     return f"it-{uuid.uuid4().hex[:8]}-"
-
-
-def _accounts(env: Env) -> itertools.cycle:
-    return itertools.cycle(sorted(env.accounts))
-
-
-def _stream(env: Env, publisher: JobPublisher, prefix: str, fault_at: int, fault) -> None:
-    accounts = _accounts(env)
-    for n in range(STREAM):
-        if n == fault_at:
-            fault()
-        publisher.job(f"{prefix}{n:05d}", next(accounts))
-
-
-def _report(env: Env, name: str, prefix: str, sent: int) -> tuple[int, int, int]:
-    distinct, rows = wait_recorded(env.database_url, prefix, sent, deadline_s=180)
-    dead = drain_dead_letters(env.amqp_url, prefix)
-    env.results.append(
-        {"test": name, "sent": sent, "recorded": distinct, "duplicates": rows - distinct, "dead_lettered": len(dead)}
-    )
-    return distinct, rows, len(dead)
-
-
-def _worker_pids(host: str) -> set[str]:
-    return pids(host, WORKER_PROCESS)
 
 
 def _supervised(env: Env, host: str) -> list[str]:
@@ -100,29 +74,9 @@ def test_poison_messages_are_dead_lettered_with_a_reason(env: Env, publisher: Jo
         assert len(_supervised(env, host)) >= 1
 
 
-def _sv_restart(env: Env, host: str) -> None:
-    run_in(host, "sh", "-c", f"sv restart /etc/service/{env.worker_name}-*")
-
-
-def _kill_9(env: Env, host: str) -> None:
-    kill_processes(host, WORKER_PROCESS, "KILL")
-
-
-# name: (which worker host, the fault injected a third of the way through the stream)
-FAULTS = {"sv restart mid-stream": (0, _sv_restart), "kill -9 mid-stream": (-1, _kill_9)}
-
-
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_worker_fault_during_a_stream_loses_nothing(env: Env, publisher: JobPublisher, fault: str) -> None:
-    prefix = run_id()
-    which, inject = FAULTS[fault]
-    host = env.worker_hosts[which]
-    before = _worker_pids(host)
-    _stream(env, publisher, prefix, STREAM // 3, lambda: inject(env, host))
-    distinct, rows, dead = _report(env, fault, prefix, STREAM)
-    assert (distinct, rows, dead) == (STREAM, STREAM, 0)
-    after = _worker_pids(host)
-    assert before and after and not before & after, f"{fault}: runit did not start new workers on {host}"
+    stream_with_fault(env, publisher, run_id(), fault, count=STREAM)
 
 
 def test_database_down_for_20_seconds_delays_but_loses_nothing(env: Env, publisher: JobPublisher) -> None:
@@ -130,13 +84,13 @@ def test_database_down_for_20_seconds_delays_but_loses_nothing(env: Env, publish
     sent = 200
     stop_service(env.db_host, "postgresql")
     try:
-        accounts = _accounts(env)
+        cycle = accounts(env)
         for n in range(sent):
-            publisher.job(f"{prefix}{n:05d}", next(accounts))
+            publisher.job(f"{prefix}{n:05d}", next(cycle))
         time.sleep(20)
     finally:
         start_service(env.db_host, "postgresql")
-    distinct, rows, dead = _report(env, "database down 20 s", prefix, sent)
+    distinct, rows, dead = report(env, "database down 20 s", prefix, sent)
     assert (distinct, rows, dead) == (sent, sent, 0)
 
 
