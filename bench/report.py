@@ -3,6 +3,7 @@ the printed table, the goals, the PNG and the JSON report."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,8 @@ def plot(
         for name, value, goal, met in (goals(results) if rows is None else rows)
         if "/" in name or rows is not None
     )
+    if text and rows is not None:  # room above the bars for the goal box
+        ax1.set_ylim(top=max((v for v in rates if not math.isnan(v)), default=1.0) * 8)
     if text:
         ax1.text(
             0.98,
