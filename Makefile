@@ -13,7 +13,7 @@ IMAGES      := 12:bookworm 13:trixie
 # release from BUNDLE_CLUSTER_RELEASE).
 SCENARIOS   ?= default worker migrate monitoring cluster@13 cluster@12
 
-.PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit check test molecule bench clean
+.PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit check test molecule bench bench-ssh clean
 
 help:
 	@echo "make site             create the local sandbox and provision it (site.yml)"
@@ -21,7 +21,7 @@ help:
 	@echo "make sandbox-destroy  remove the sandbox containers"
 	@echo "make smoke            the live smoke suite against the sandbox broker"
 	@echo "make check            the fast loop: lint (ruff, mypy, yamllint, ansible-lint) and unit tests"
-	@echo "make lint | unit | molecule | bench"
+	@echo "make lint | unit | molecule | bench | bench-ssh"
 
 deps: .stamps/apt venv
 
@@ -96,6 +96,11 @@ bench: sandbox
 	$(PY) bench/converge.py
 	$(BIN)/ansible-playbook site.yml -i inventory/sandbox
 	$(PY) bench/worker_throughput.py --png reports/worker_throughput.png
+	$(PY) bench/ssh_throughput.py --png reports/ssh_throughput.png
+
+# SSH jobs/s (worker ssh action vs Celery, and the concurrency bound) against a sandbox made by `make site`.
+bench-ssh: deps
+	$(PY) bench/ssh_throughput.py --png reports/ssh_throughput.png
 
 clean:
 	rm -rf .stamps

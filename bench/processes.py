@@ -176,6 +176,6 @@ def measure(phase: Phase, db: psycopg.Connection, logdir: Path, timeout: float, 
     if "first" in marks:
         result.startup = marks["first"] - start
     result.rss_mb = rss.mb
-    if rc not in (0, None) and not result.note and phase.key != "celery":
+    if rc not in (0, None) and not result.note and not phase.key.startswith("celery"):
         result.note = f"exit code {rc}"
     return result

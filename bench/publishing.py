@@ -1,10 +1,11 @@
-"""Publishing for bench/worker_throughput.py: jobs published with publisher confirms, and a
-blocking broker connection for declarations, counts and clean-up."""
+"""Publishing for bench/worker_throughput.py and bench/ssh_throughput.py: jobs published with publisher
+confirms, and a blocking broker connection for declarations, counts and clean-up."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 
 import pika
 import pika.exceptions
@@ -17,12 +18,21 @@ APIKEY = "bench"
 Message = tuple[str, bytes, pika.BasicProperties]  # (message_id, body, properties)
 
 
-def job_messages(prefix: str, count: int) -> list[Message]:
-    """`count` persistent jobs in the worker's format, ids prefix0000000.., accounts alternating."""
+def job_messages(
+    prefix: str, count: int, accounts: Sequence[str] = ACCOUNTS, payload: Mapping[str, object] | None = None
+) -> list[Message]:
+    """`count` persistent jobs in the worker's format, ids prefix0000000.., accounts alternating;
+    with `payload` (e.g. the ssh action's {"command": "true"}) each job carries it."""
     out = []
     for i in range(count):
         message_id = f"{prefix}{i:07d}"
-        out.append((message_id, job_body(ACCOUNTS[i % 2], APIKEY), job_properties(message_id)))
+        account = accounts[i % len(accounts)]
+        if payload is None:
+            body = job_body(account, APIKEY)
+        else:
+            job = {"apikey": APIKEY, "account_uuid": account, "payload": payload}
+            body = json.dumps(job, separators=(",", ":")).encode()
+        out.append((message_id, body, job_properties(message_id)))
     return out
 
 

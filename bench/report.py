@@ -1,8 +1,9 @@
-"""Results of bench/worker_throughput.py: one measurement, medians, the printed table, the goals,
-the PNG and the JSON report."""
+"""Results of bench/worker_throughput.py (and bench/ssh_throughput.py): one measurement, medians,
+the printed table, the goals, the PNG and the JSON report."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,24 +105,44 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool | None
     return rows
 
 
-def print_goals(results: dict[str, Result]) -> None:
+GoalRow = tuple[str, float, str, bool | None]
+
+
+def print_goals(results: dict[str, Result], rows: list[GoalRow] | None = None) -> None:
+    """The goal rows (by default those of the worker throughput bench), one line each."""
     print()
-    for name, value, goal, met in goals(results):
+    for name, value, goal, met in goals(results) if rows is None else rows:
         verdict = "no goal" if met is None else "met" if met else "NOT MET"
         print(f"{name:<20} {value:>8.2f}   goal {goal:<7} {verdict}")
 
 
-def write_json(path: Path, runs: list[dict[str, Result]], final: dict[str, Result]) -> None:
+def write_json(
+    path: Path, runs: list[dict[str, Result]], final: dict[str, Result], rows: list[GoalRow] | None = None
+) -> None:
     write_report(
         path,
         {
             "runs": [{k: vars(v) | {"rate": v.rate} for k, v in r.items()} for r in runs],
-            "goals": [{"name": g[0], "value": g[1], "goal": g[2], "met": g[3]} for g in goals(final)],
+            "goals": [
+                {"name": g[0], "value": g[1], "goal": g[2], "met": g[3]}
+                for g in (goals(final) if rows is None else rows)
+            ],
         },
     )
 
 
-def plot(results: dict[str, Result], path: Path, subtitle: str) -> None:
+def plot(
+    results: dict[str, Result],
+    path: Path,
+    subtitle: str,
+    *,
+    rows: list[GoalRow] | None = None,
+    title: str = "account worker vs reference consumers",
+    highlight: tuple[str, ...] = ("worker",),
+    rss_goal: float | None = GOAL_RSS_MB,
+    unit: str = "messages",
+) -> None:
+    """Throughput (log scale) and peak RSS bars; the ratio goals in a box; `highlight` keys in blue."""
     import matplotlib  # noqa: PLC0415 - only when plotting; the backend must be set before pyplot
 
     matplotlib.use("Agg")
@@ -130,18 +151,20 @@ def plot(results: dict[str, Result], path: Path, subtitle: str) -> None:
     labels = [r.label.split(" ", 1)[0] + "\n" + r.key for r in results.values()]
     rates = [r.rate for r in results.values()]
     rss = [r.rss_mb for r in results.values()]
-    colors = ["#999999" if r.key != "worker" else "#1f77b4" for r in results.values()]
+    colors = ["#1f77b4" if r.key in highlight else "#999999" for r in results.values()]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
     bars = ax1.bar(labels, rates, color=colors)
     ax1.set_yscale("log")
-    ax1.set_ylabel("messages / s (log)")
+    ax1.set_ylabel(f"{unit} / s (log)")
     ax1.set_title("throughput")
     ax1.bar_label(bars, labels=[f"{v:,.0f}" for v in rates], fontsize=8)
     text = "\n".join(
         f"{name} = {value:.2f}" + ("" if met is None else f"  (goal {goal}: {'met' if met else 'NOT met'})")
-        for name, value, goal, met in goals(results)
-        if "/" in name
+        for name, value, goal, met in (goals(results) if rows is None else rows)
+        if "/" in name or rows is not None
     )
+    if text and rows is not None:  # room above the bars for the goal box
+        ax1.set_ylim(top=max((v for v in rates if not math.isnan(v)), default=1.0) * 8)
     if text:
         ax1.text(
             0.98,
@@ -154,12 +177,13 @@ def plot(results: dict[str, Result], path: Path, subtitle: str) -> None:
             bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85},
         )
     bars = ax2.bar(labels, rss, color=colors)
-    ax2.axhline(GOAL_RSS_MB, color="red", linestyle="--", linewidth=1, label=f"worker goal {GOAL_RSS_MB:g} MB")
+    if rss_goal is not None:
+        ax2.axhline(rss_goal, color="red", linestyle="--", linewidth=1, label=f"worker goal {rss_goal:g} MB")
+        ax2.legend(fontsize=8)
     ax2.set_ylabel("peak RSS MB (VmHWM)")
     ax2.set_title("memory")
-    ax2.legend(fontsize=8)
     ax2.bar_label(bars, labels=[f"{v:.0f}" for v in rss], fontsize=8)
-    fig.suptitle(f"account worker vs reference consumers  ({subtitle})", fontsize=10)
+    fig.suptitle(f"{title}  ({subtitle})", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -57,7 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -68,7 +68,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # suppor
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
 from processes import Phase, measure
-from publishing import Broker, job_messages, publish_confirmed
+from publishing import Broker, Message, job_messages, publish_confirmed
 from report import Result, median_result, plot, print_goals, print_table, write_json
 from support.db import delete_rows
 
@@ -76,6 +76,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 SANDBOX = ROOT / ".sandbox"
 PY = sys.executable
+
+Messages = Callable[[str, int], list[Message]]  # (message id prefix, count) -> the jobs to publish
 
 # key: row label, in the default order of --only
 CONSUMERS = {
@@ -160,8 +162,8 @@ class Bench:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def publish(self, queue: str, prefix: str, count: int) -> None:
-        publish_confirmed(self.amqp_url, queue, job_messages(prefix, count))
+    def publish(self, queue: str, prefix: str, count: int, messages: Messages = job_messages) -> None:
+        publish_confirmed(self.amqp_url, queue, messages(prefix, count))
         self.expect_ready(queue, count)
 
     def expect_ready(self, queue: str, count: int) -> None:
@@ -206,8 +208,19 @@ class Bench:
         return self._phase_raw("raw-each", rep, n, RAW_EACH_PREFETCH, 1)
 
     def phase_worker(
-        self, rep: int, n: int, key: str = "worker", src: Path = ROOT / "worker" / "src", tls: bool = False
+        self,
+        rep: int,
+        n: int,
+        key: str = "worker",
+        src: Path = ROOT / "worker" / "src",
+        tls: bool = False,
+        *,
+        label: str = "",
+        extra_env: Mapping[str, str] | None = None,
+        messages: Messages = job_messages,
     ) -> Phase:
+        """The worker on a fresh bench queue; `extra_env` (e.g. WORKER_ACTION) and `messages` (the jobs'
+        builder) let other benchmarks (bench/ssh_throughput.py) time it with another action."""
         queue = f"{self.run_id}-r{rep}-{key}"
         prefix = f"{queue}-"
         dlx = f"{queue}.dlx"  # NOT the default jobs.dlx: the bench DLQ must not bind to production's exchange
@@ -231,11 +244,12 @@ class Bench:
         if tls:
             ca = os.environ.get("BENCH_CA_FILE") or str(SANDBOX / "tls" / "ca.crt")
             env |= {"WORKER_AMQP_URLS": amqps_url(self.amqp_url), "WORKER_AMQP_CA_FILE": ca}
+        env.update(extra_env or {})
         env.update({k: v for k, v in os.environ.items() if k.startswith("WORKER_") and k not in env})
 
         def prepare() -> None:
             worker_amqp.declare_topology(self.broker.channel(), cfg)  # exactly what the worker declares itself
-            self.publish(queue, prefix, n)
+            self.publish(queue, prefix, n, messages)
 
         def cleanup() -> None:
             dead = self.broker.ready(cfg.dead_letter_queue) + self.broker.ready(cfg.retry_queue)
@@ -248,7 +262,7 @@ class Bench:
 
         return Phase(
             key,
-            CONSUMERS[key],
+            label or CONSUMERS[key],
             n,
             queue,
             prefix,
@@ -293,8 +307,18 @@ class Bench:
             cleanup=cleanup,
         )
 
-    def phase_celery(self, rep: int, n: int) -> Phase:
-        queue = f"{self.run_id}-r{rep}-celery"
+    def phase_celery(
+        self,
+        rep: int,
+        n: int,
+        key: str = "celery",
+        *,
+        label: str = "",
+        publish_args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Phase:
+        """Celery's defaults on a fresh queue; `publish_args` (e.g. `ssh ACCOUNT`) go to celery_app.py publish."""
+        queue = f"{self.run_id}-r{rep}-{key}"
         prefix = f"{queue}-"
         self.queues.append(queue)
         self.exchanges.append(queue)  # Celery's default exchange is named after the default queue
@@ -305,6 +329,7 @@ class Bench:
             "BENCH_DATABASE_URL": self.database_url,
             "BENCH_CELERY_QUEUE": queue,
         }
+        env.update(extra_env or {})
         if self.celery_preexisting is None:
             self.celery_preexisting = (
                 {q for q in CELERY_DELAYED_QUEUES if self.broker.queue_exists(q)},
@@ -313,7 +338,7 @@ class Bench:
 
         def prepare() -> None:
             proc = subprocess.run(
-                [PY, str(BENCH / "celery_app.py"), "publish", prefix, str(n)],
+                [PY, str(BENCH / "celery_app.py"), "publish", prefix, str(n), *publish_args],
                 env=env,
                 cwd=ROOT,
                 capture_output=True,
@@ -332,8 +357,8 @@ class Bench:
             self.drop_rows(prefix)
 
         return Phase(
-            "celery",
-            CONSUMERS["celery"],
+            key,
+            label or CONSUMERS[key],
             n,
             queue,
             prefix,

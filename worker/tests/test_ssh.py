@@ -25,6 +25,7 @@ from account_worker.ssh import (
     bounded_text,
     classify,
     exit_outcome,
+    host_and_port,
 )
 
 COMMANDS = parse_allow_list(json.dumps({"check": {"argv": ["check"], "retry_exit_codes": [75]}}))
@@ -246,3 +247,36 @@ def test_the_action_refuses_commands_outside_the_allow_list_before_connecting(po
     assert action(Job("m", "k", "u"), "a") == "done"  # no payload: the record-only job
     assert pool.handshakes == 0
     assert action(Job("m", "k", "u", payload={"command": "check"}), "a") == Outcome("done", 0, "", "")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("acct-1.example.net", ("acct-1.example.net", 22)),
+        ("acct-1.example.net:2222", ("acct-1.example.net", 2222)),
+        ("127.0.0.1:2222", ("127.0.0.1", 2222)),
+        ("[2001:db8::7]:2200", ("2001:db8::7", 2200)),
+        ("[2001:db8::7]", ("2001:db8::7", 22)),
+        ("2001:db8::7", ("2001:db8::7", 22)),
+    ],
+)
+def test_an_account_host_may_name_its_port(host, expected):
+    assert host_and_port(host, 22) == expected
+
+
+@pytest.mark.parametrize(
+    "host", ["a:0", "a:65536", "a:ssh", ":22", "[2001:db8::7", "[2001:db8::7]x", "[::1]:", "[]:22"]
+)
+def test_a_malformed_host_port_is_dead_lettered_before_connecting(pool, host):
+    with pytest.raises(PermanentJobError, match="account host"):
+        SshAction(SETTINGS, COMMANDS, pool)(Job("m", "k", "1", payload={"command": "check"}), host)
+    assert pool.handshakes == 0
+
+
+def test_the_host_s_port_is_used_and_keys_the_connection(pool):
+    pool.run("acct:2222", "uptime")
+    pool.run("acct", "uptime")
+    first, second = FakeClient.made
+    assert (first.host, first.kwargs["port"]) == ("acct", 2222)
+    assert (second.host, second.kwargs["port"]) == ("acct", SETTINGS.port)
+    assert pool.handshakes == 2

@@ -436,7 +436,14 @@ class Config:
             "WORKER_SSH_COMMANDS", _text, "ssh action: the allow-list, a JSON file (required for `ssh`; see below)"
         ),
     )
-    ssh_port: int = field(default=22, metadata=env("WORKER_SSH_PORT", _integer(1, 65535), "ssh action: port"))
+    ssh_port: int = field(
+        default=22,
+        metadata=env(
+            "WORKER_SSH_PORT",
+            _integer(1, 65535),
+            "ssh action: port, unless the account's host names one (`name:port`, `[address]:port`)",
+        ),
+    )
     ssh_connect_timeout: float = field(
         default=10.0,
         metadata=env(

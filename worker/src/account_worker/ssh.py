@@ -2,7 +2,8 @@
 
 paramiko does the protocol.  The host key is checked against the pinned known_hosts
 file only (an unknown key is rejected, never added); the worker logs in as one
-configured user with its own key.  One SSH transport per host is kept and shared by
+configured user with its own key, on the port the account's host names
+(`name:port`, `[address]:port`) or else the configured one.  One SSH transport per host is kept and shared by
 that host's jobs (one channel per job, at most `host_concurrency` at a time), closed
 once idle, and re-established when it broke.  Connect and run times and the output
 kept are bounded.
@@ -95,7 +96,28 @@ def bounded_text(kept: bytes, total: int) -> str:
     return text
 
 
-# ---------------------------------------------------------------------------- outcome mapping (pure)
+# ---------------------------------------------------------------------------- hosts and outcomes (pure)
+
+
+def host_and_port(host: str, default_port: int) -> tuple[str, int]:
+    """An account's host as (name, port): `name`, `name:port`, `[address]:port`, `[address]`, or a
+    bare IPv6 address (which takes the default port).  A port that is not 1..65535 is a PermanentJobError.
+    """
+    name, port = host, ""
+    if host.startswith("["):
+        inner, bracket, rest = host[1:].partition("]")
+        if not bracket or not inner or (rest and not rest.startswith(":")):
+            raise PermanentJobError(f"account host {host!r} is not a host name, [address] or [address]:port")
+        name, port = inner, rest[1:] if rest else ""
+        if rest and not port:
+            port = "-"  # "[address]:" names no port
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+    if not port:
+        return name, default_port
+    if not port.isdigit() or not 1 <= int(port) <= 65535 or not name:
+        raise PermanentJobError(f"account host {host!r} has no valid port (1..65535)")
+    return name, int(port)
 
 
 def exit_outcome(command: Command, host: str, exit_status: int, stdout: str, stderr: str) -> Outcome:
@@ -172,13 +194,14 @@ class SshPool:
 
     def _connect(self, host: str) -> Any:
         s = self._settings
+        name, port = host_and_port(host, s.port)
         client = self._client_factory()
         client.load_host_keys(s.known_hosts)
         client.set_missing_host_key_policy(_RejectUnpinned())
         try:
-            client.connect(
-                host,
-                port=s.port,
+            client.connect(  # known_hosts is looked up as `name`, or as `[name]:port` off port 22
+                name,
+                port=port,
                 username=s.user,
                 key_filename=s.key_file,
                 timeout=s.connect_timeout,
@@ -299,6 +322,7 @@ class SshAction:
         if not job.payload:  # no payload at all: the record-only job (a payload without a command is invalid)
             return default_action(job, host)
         request = request_of(self._allow_list, job.payload)  # InvalidMessage: dead-lettered as invalid
+        host_and_port(host, self._settings.port)  # a malformed host: PermanentJobError, before connecting
         try:
             exit_status, stdout, stderr = self.pool.run(host, request.line)
         except Exception as exc:  # classified into retry or dead-letter

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""SSH jobs per second: the account worker's ssh action against Celery, and its concurrency.
+
+One run, one broker, one database, one account host (the sandbox's sandbox-account, Debian 13,
+sshd).  Each row gets a fresh durable quorum queue holding its jobs, published beforehand
+(persistent, publisher confirms); then the consumer process is started and timed until all its
+jobs are recorded in job_runs:
+
+  (a) ssh         the account worker (python -m account_worker from worker/src) with
+                  WORKER_ACTION=ssh and its defaults otherwise: WORKER_CONCURRENCY 16 with ssh,
+                  WORKER_SSH_HOST_CONCURRENCY 4 (channels at once over the host's one connection,
+                  kept open between jobs); each job runs the allow-listed `true`;
+  (b) celery-ssh  `celery worker` with default settings (prefork, concurrency = CPUs) running
+                  bench/celery_app.py's ssh_job, what a Celery user writes: a paramiko SSHClient
+                  per task (pinned known_hosts, RejectPolicy), `true`, close: one handshake each;
+  (c) sleep       the account worker with WORKER_ACTION=sleep_action:sleep_100ms (bench/sleep_action.py,
+                  100 ms of sleep, nothing remote) and WORKER_CONCURRENCY=16 (--concurrency): the
+                  concurrency bound is 16 actions at once, so at most 16 / 0.1 s = 160 jobs/s.
+
+jobs/s = jobs / (time from spawning the consumer until the last job is recorded), start-up and
+the first handshake included.  CPU s and peak RSS (VmHWM) are the consumer's own (Celery: main
+process + pool children); sshd's CPU inside the container is not counted.
+Goals: a >= 100 jobs/s; a >= 10 b; c >= 0.8 x (16 / 0.1 s) = 128 jobs/s.
+
+The target: sandbox-account's sshd, published on 127.0.0.1:2222 (BENCH_SSH_HOST).  The run adds
+one account, bench-<run>-account, whose host is that address (removed afterwards with the run's
+queues and job_runs rows); the worker and the Celery task log in as account-jobs with the sandbox
+workers' key (.sandbox/ssh/worker_ed25519) and check the host key against the pinned known_hosts
+and allow-list that roles/worker deployed on sandbox-worker (copied from there with podman exec,
+so the run tests what `make site` wrote: its known_hosts line names the host as
+sandbox-account and as [127.0.0.1]:2222).
+
+    make site   # once
+    CONTAINERS_CONF=containers/containers.conf .venv/bin/python bench/ssh_throughput.py \\
+        [--n 2000] [--celery-n 150] [--sleep-n 2000] [--repeat 3] [--png reports/ssh_throughput.png]
+
+`make bench` runs it after bench/worker_throughput.py.  Shared modules: publishing.py,
+processes.py, report.py, and the broker/database plumbing of worker_throughput.Bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # support, shared with the live suites
+from processes import Phase, measure
+from publishing import Message, job_messages
+from report import GoalRow, Result, median_result, plot, print_goals, print_table, write_json
+from support.containers import run_in
+from worker_throughput import BENCH, ROOT, SANDBOX, Bench
+
+GOAL_A_RATE = 100.0
+GOAL_A_VS_B = 10.0
+GOAL_C_FRACTION = 0.8
+SLEEP_SECONDS = 0.1  # bench/sleep_action.py
+
+ROWS = {
+    "ssh": "(a) account worker, ssh `true`",
+    "celery-ssh": "(b) Celery prefork, SSHClient per task",
+    "sleep": "(c) account worker, 100 ms sleep",
+}
+WORKER_HOST = "sandbox-worker"  # holds the pinned known_hosts and the allow-list roles/worker wrote
+WORKER_SSH_DIR = "/etc/account-worker/ssh"
+SSH_USER = "account-jobs"
+TRUE_JOB = {"command": "true"}
+
+
+def ssh_goals(results: dict[str, Result], concurrency: int) -> list[GoalRow]:
+    """(name, value, goal, met) for the rows present; a failed row's rate is NaN and fails its goals."""
+    rows: list[GoalRow] = []
+    a, b, c = results.get("ssh"), results.get("celery-ssh"), results.get("sleep")
+    if a is not None:
+        rows.append(("a jobs/s", a.rate, f">= {GOAL_A_RATE:g}", a.rate >= GOAL_A_RATE))
+    if a is not None and b is not None:
+        ratio = a.rate / b.rate
+        rows.append(("a/b", ratio, f">= {GOAL_A_VS_B:g}", ratio >= GOAL_A_VS_B))
+    if c is not None:
+        goal = GOAL_C_FRACTION * concurrency / SLEEP_SECONDS
+        rows.append((f"c jobs/s (bound {concurrency})", c.rate, f">= {goal:g}", c.rate >= goal))
+    return rows
+
+
+def split_host(host: str) -> tuple[str, int]:
+    """`address:port` of BENCH_SSH_HOST; the address must be loopback (all traffic stays local)."""
+    address, _, port = host.rpartition(":")
+    try:
+        loopback = ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        loopback = address == "localhost"
+    if not loopback or not port.isdigit():
+        raise SystemExit(f"BENCH_SSH_HOST must be a loopback address:port, got {host!r}")
+    return address, int(port)
+
+
+class SshBench(Bench):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.host = os.environ.get("BENCH_SSH_HOST") or "127.0.0.1:2222"
+        split_host(self.host)
+        self.account = f"{self.run_id}-account"
+        self.key_file = os.environ.get("BENCH_SSH_KEY_FILE") or str(SANDBOX / "ssh" / "worker_ed25519")
+        self.known_hosts = self.logdir / "known_hosts"
+        self.commands = self.logdir / "commands.json"
+        for path in (self.known_hosts, self.commands):
+            path.write_text(run_in(WORKER_HOST, "cat", f"{WORKER_SSH_DIR}/{path.name}").stdout, encoding="utf-8")
+        self.db.execute("INSERT INTO accounts (account_uuid, host) VALUES (%s, %s)", (self.account, self.host))
+
+    def ssh_messages(self, prefix: str, count: int) -> list[Message]:
+        return job_messages(prefix, count, (self.account,), TRUE_JOB)
+
+    def plain_messages(self, prefix: str, count: int) -> list[Message]:
+        return job_messages(prefix, count, (self.account,))
+
+    def phase_ssh(self, rep: int, n: int) -> Phase:
+        env = {
+            "WORKER_ACTION": "ssh",
+            "WORKER_SSH_USER": SSH_USER,
+            "WORKER_SSH_KEY_FILE": self.key_file,
+            "WORKER_SSH_KNOWN_HOSTS": str(self.known_hosts),
+            "WORKER_SSH_COMMANDS": str(self.commands),
+        }
+        return self.phase_worker(rep, n, "ssh", label=ROWS["ssh"], extra_env=env, messages=self.ssh_messages)
+
+    def phase_celery_ssh(self, rep: int, n: int) -> Phase:
+        env = {
+            "BENCH_SSH_USER": SSH_USER,
+            "BENCH_SSH_KEY_FILE": self.key_file,
+            "BENCH_SSH_KNOWN_HOSTS": str(self.known_hosts),
+        }
+        return self.phase_celery(
+            rep, n, "celery-ssh", label=ROWS["celery-ssh"], publish_args=("ssh", self.account), extra_env=env
+        )
+
+    def phase_sleep(self, rep: int, n: int) -> Phase:
+        env = {
+            "PYTHONPATH": os.pathsep.join((str(ROOT / "worker" / "src"), str(BENCH))),
+            "WORKER_ACTION": "sleep_action:sleep_100ms",
+            "WORKER_CONCURRENCY": str(self.args.concurrency),
+        }
+        label = f"{ROWS['sleep']}, c={self.args.concurrency}"
+        return self.phase_worker(rep, n, "sleep", label=label, extra_env=env, messages=self.plain_messages)
+
+    def run_once(self, rep: int) -> dict[str, Result]:
+        builders = {
+            "ssh": (self.phase_ssh, self.args.n),
+            "celery-ssh": (self.phase_celery_ssh, self.args.celery_n),
+            "sleep": (self.phase_sleep, self.args.sleep_n),
+        }
+        results: dict[str, Result] = {}
+        for key in self.args.only:
+            build, count = builders[key]
+            phase = build(rep, count)
+            try:
+                t = time.monotonic()
+                phase.prepare()
+                prep = time.monotonic() - t
+                res = measure(phase, self.db, self.logdir, self.args.timeout, ROOT)
+                print(
+                    f"  [{rep + 1}] {phase.label}: {res.messages} jobs in {res.seconds:.2f}s "
+                    f"(published in {prep:.1f}s) {res.note}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                results[key] = res
+            finally:
+                phase.cleanup()
+        return results
+
+    def cleanup(self) -> None:
+        try:
+            self.db.execute("DELETE FROM accounts WHERE account_uuid = %s", (self.account,))
+        finally:
+            super().cleanup()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="jobs for (a) (default 2000)")
+    parser.add_argument("--celery-n", type=int, default=150, help="jobs for (b) (default 150)")
+    parser.add_argument("--sleep-n", type=int, default=2000, help="jobs for (c) (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY of (c) (default 16)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; the medians are reported (default 3)")
+    parser.add_argument("--only", default=",".join(ROWS), help="comma-separated subset, in order")
+    parser.add_argument("--timeout", type=float, default=120.0, help="per row, seconds (default 120)")
+    parser.add_argument("--settle", type=float, default=1.0, help="pause after publishing, seconds (default 1)")
+    parser.add_argument("--png", type=Path, default=ROOT / "reports" / "ssh_throughput.png")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    args.only = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = set(args.only) - set(ROWS)
+    if unknown or min(args.n, args.celery_n, args.sleep_n, args.repeat, args.concurrency) < 1:
+        parser.error(f"bad --only {sorted(unknown)} / counts / --repeat / --concurrency")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    bench = SshBench(args)
+    started = time.monotonic()
+    print(
+        f"run {bench.run_id}: N={args.n}, Celery N={args.celery_n}, sleep N={args.sleep_n}, repeat={args.repeat}, "
+        f"target {bench.host}, logs in {bench.logdir}",
+        file=sys.stderr,
+    )
+    runs: list[dict[str, Result]] = []
+    try:
+        for rep in range(args.repeat):
+            runs.append(bench.run_once(rep))
+    finally:
+        bench.cleanup()
+
+    for i, res in enumerate(runs):
+        print_table(res, f"run {i + 1}/{len(runs)}")
+    final = runs[0]
+    if len(runs) > 1:
+        final = {key: median_result([r[key] for r in runs if key in r]) for key in runs[0]}
+        print_table(final, f"median of {len(runs)} runs (messages = jobs, msgs/s = jobs/s)")
+    rows = ssh_goals(final, args.concurrency)
+    print_goals(final, rows)
+    print(
+        f"\ntotal {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs; peak RSS = VmHWM "
+        "(Celery: main + pool children summed); target sshd on sandbox-account"
+    )
+    if args.png and str(args.png).strip() not in ("", "."):
+        subtitle = f"N={args.n}/{args.celery_n}/{args.sleep_n}, {len(runs)} run(s), {os.cpu_count()} CPUs"
+        plot(
+            final,
+            args.png,
+            subtitle,
+            rows=rows,
+            title="SSH jobs: account worker vs Celery",
+            highlight=("ssh", "sleep"),
+            rss_goal=None,
+            unit="jobs",
+        )
+        print(f"plot: {args.png}")
+    if args.json:
+        write_json(args.json, runs, final, rows)
+    return 0 if all(r.ok for run in runs for r in run.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
