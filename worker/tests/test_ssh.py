@@ -135,7 +135,12 @@ class FakeTransport:
     def set_keepalive(self, seconds):
         pass
 
+    refused_sessions = 0
+
     def open_session(self, timeout=None):
+        if self.refused_sessions:
+            self.refused_sessions -= 1
+            raise paramiko.ChannelException(2, "Connect failed")
         if self.broken_sessions:
             self.broken_sessions -= 1
             raise paramiko.SSHException("transport dead")
@@ -218,6 +223,27 @@ def test_a_broken_transport_is_replaced_once_before_anything_ran(pool):
     assert pool.run("a", "uptime")[0] == 0
     assert pool.handshakes == 2
     assert FakeClient.made[0].closed and FakeClient.made[1].transport.commands == ["uptime"]
+
+
+def test_a_refused_channel_keeps_the_shared_connection_and_is_retried_later(pool):
+    pool.run("a", "uptime")
+    FakeClient.made[0].transport.refused_sessions = 1
+    with pytest.raises(paramiko.ChannelException) as refused:
+        pool.run("a", "uptime")
+    assert isinstance(classify(refused.value, "a", "jobs"), TransientJobError)
+    assert pool.handshakes == 1 and not FakeClient.made[0].closed
+    assert pool.run("a", "uptime")[0] == 0
+    assert pool.handshakes == 1
+
+
+def test_a_failed_transport_another_job_replaced_already_is_not_replaced_again(pool):
+    pool.run("a", "uptime")
+    first = FakeClient.made[0].transport
+    first.active = False
+    pool.run("a", "uptime")  # this job finds it dead and connects anew
+    with pool._lease("a", replace=first) as transport:  # a job that saw `first` fail meanwhile
+        assert transport is FakeClient.made[1].transport
+    assert pool.handshakes == 2 and not FakeClient.made[1].closed
 
 
 def test_a_dead_transport_is_reconnected(pool):

@@ -227,11 +227,15 @@ class SshPool:
         return transport is not None and transport.is_active()
 
     @contextlib.contextmanager
-    def _lease(self, host: str, *, fresh: bool) -> Iterator[Any]:
-        """The host's transport (connecting if needed, or anew if fresh); counts as in use meanwhile."""
+    def _lease(self, host: str, *, replace: Any = None) -> Iterator[Any]:
+        """The host's transport, connecting if there is none or it is dead; counts as in use meanwhile.
+
+        `replace` is a transport that just failed: it is replaced unless another job replaced it
+        already (then the new one is used, not closed under the jobs it serves)."""
         entry = self._host(host)
         with entry.lock:
-            if fresh or not self._active(entry.client):
+            current = entry.client.get_transport() if entry.client is not None else None
+            if not self._active(entry.client) or (replace is not None and current is replace):
                 old, entry.client = entry.client, None
                 if old is not None:
                     old.close()
@@ -249,15 +253,21 @@ class SshPool:
         """Run one command line on host: (exit status, stdout, stderr), output bounded."""
         self.close_idle()
         with self._host(host).slots:
-            for fresh in (False, True):
-                with self._lease(host, fresh=fresh) as transport:
+            failed: Any = None
+            for _ in range(2):
+                with self._lease(host, replace=failed) as transport:
                     try:
                         channel = transport.open_session(timeout=self._settings.connect_timeout)
+                    except paramiko.ChannelException:
+                        # sshd refused this channel (e.g. more than its MaxSessions) on a working
+                        # connection: the connection stays for the other jobs; this one is retried.
+                        raise
                     except (paramiko.SSHException, EOFError, OSError):
-                        if fresh:
+                        if failed is not None:
                             raise
                         log_event(self._log, logging.WARNING, "ssh_reconnecting", host=host)
-                        continue  # a broken transport: nothing ran yet, connect anew once
+                        failed = transport  # a broken transport: nothing ran yet, connect anew once
+                        continue
                     return self._execute(channel, line)
         raise AssertionError("unreachable")  # pragma: no cover
 
