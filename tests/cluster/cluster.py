@@ -6,6 +6,7 @@ import json
 import os
 import ssl
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -103,11 +104,71 @@ def start_node(node: str) -> None:
     start_service(node, "rabbitmq-server", timeout=180)
 
 
-def take_all(channel, queue: str) -> set[int]:
-    """Consume (and ack) every message of queue; their bodies are numbers."""
+def take_all(channel, queue: str, idle_s: float = 5.0) -> set[int]:
+    """Consume (and ack) every message of queue; their bodies are numbers.
+
+    One consumer with a large prefetch rather than a basic_get per message: it stops once
+    it has taken what the queue held when it started and nothing more came for idle_s.
+    """
+    held = channel.queue_declare(queue, passive=True).method.message_count
+    channel.basic_qos(prefetch_count=1000)
     received: set[int] = set()
-    while True:
-        method, _, body = channel.basic_get(queue, auto_ack=True)
+    idle = 0.0
+    for method, _, body in channel.consume(queue, inactivity_timeout=1.0):
         if method is None:
-            return received
+            idle += 1.0
+            # What the queue held is taken and a second passed without more, or idle_s without any.
+            if len(received) >= held or idle >= idle_s:
+                break
+            continue
+        idle = 0.0
         received.add(int(body))
+        channel.basic_ack(method.delivery_tag)
+    channel.cancel()
+    return received
+
+
+def publish_confirmed(
+    cluster: Cluster, node: str, queue: str, count: int, *, publishers: int = 1, on_progress=None
+) -> set[int]:
+    """Publish the numbers 0..count-1 to queue through node, each with a publisher confirm.
+
+    `publishers` connections publish interleaved shares side by side (a confirm waits for
+    the quorum queue's commit, so one connection alone spends most of its time waiting).
+    on_progress(sent_so_far) is called from the publishing threads. Returns the numbers the
+    broker confirmed; a nack or a return leaves a number out; a connection error is raised.
+    """
+    confirmed: set[int] = set()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    sent = [0]
+
+    def run(share: range) -> None:
+        try:
+            conn = cluster.connect(node, "bundle-cluster-publisher")
+            ch = conn.channel()
+            ch.confirm_delivery()
+            for i in share:
+                with lock:
+                    sent[0] += 1
+                    so_far = sent[0]
+                if on_progress is not None:
+                    on_progress(so_far)
+                try:
+                    ch.basic_publish("", queue, str(i).encode(), pika.BasicProperties(delivery_mode=2), mandatory=True)
+                except (pika.exceptions.NackError, pika.exceptions.UnroutableError):
+                    continue  # not confirmed: the broker did not take responsibility for it
+                with lock:
+                    confirmed.add(i)
+            conn.close()
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(range(k, count, publishers),)) for k in range(publishers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return confirmed

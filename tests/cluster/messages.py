@@ -11,22 +11,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pika
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the support package cluster.py uses
-from cluster import Cluster, take_all
+from cluster import Cluster, publish_confirmed, take_all
 
 
 def publish(cluster: Cluster, queue: str, n: int) -> int:
-    conn = cluster.connect_any()
-    ch = conn.channel()
-    ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
-    ch.confirm_delivery()
-    for i in range(n):
-        ch.basic_publish("", queue, str(i).encode(), pika.BasicProperties(delivery_mode=2), mandatory=True)
+    # Before the rolling restart every node is up: declare and publish through the first.
+    conn = cluster.connect(cluster.nodes[0])
+    conn.channel().queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
     conn.close()
-    print(f"published and confirmed {n} messages to {queue}")
-    return 0
+    confirmed = publish_confirmed(cluster, cluster.nodes[0], queue, n, publishers=4)
+    print(f"published {n} messages to {queue}, {len(confirmed)} confirmed")
+    return 0 if len(confirmed) == n else 1
 
 
 def drain(cluster: Cluster, queue: str, n: int) -> int:

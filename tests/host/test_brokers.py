@@ -72,18 +72,24 @@ def test_distribution_listeners(host, port: int) -> None:
 
 
 def test_client_listeners(host) -> None:
-    """Plaintext AMQP and HTTP everywhere, unless TLS-only; AMQPS and HTTPS with TLS."""
+    """Plaintext AMQP and HTTP everywhere unless TLS-only (then HTTP, metrics on 127.0.0.1); AMQPS, HTTPS with TLS."""
     conf = rabbitmq_conf(host)
     tls, tls_only = "listeners.ssl.default" in conf, conf.get("listeners.tcp") == "none"
     if tls:
         assert listens_everywhere(host, int(conf["listeners.ssl.default"]))
         assert listens_everywhere(host, int(conf["management.ssl.port"]))
+        if "prometheus.ssl.port" in conf:
+            assert listens_everywhere(host, int(conf["prometheus.ssl.port"]))
     if tls_only:
         assert not listens_at_all(host, 5672), "TLS-only, yet something listens on 5672"
         port = int(conf["management.tcp.port"])
         assert conf.get("management.tcp.ip") == "127.0.0.1"
         assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
         assert not listens_everywhere(host, port), f"TLS-only, yet {port} listens beyond 127.0.0.1"
+        if "prometheus.ssl.port" in conf:  # the metrics plugin: plaintext 15692 for local scrapes only
+            assert conf.get("prometheus.tcp.ip") == "127.0.0.1"
+            assert host.socket("tcp://127.0.0.1:15692").is_listening
+            assert not listens_everywhere(host, 15692), "TLS-only, yet 15692 listens beyond 127.0.0.1"
     else:
         assert listens_everywhere(host, 5672)
         assert listens_everywhere(host, 15672)
