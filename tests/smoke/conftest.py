@@ -53,6 +53,7 @@ from smoke_settings import (
     CONNECTION_PREFIX,
     NAME_PREFIX,
     Extras,
+    Publisher,
     Target,
     TlsChecks,
     Worker,
@@ -361,6 +362,14 @@ def cleanup(amqp: Connections) -> Iterator[Cleanup]:
 @pytest.fixture(scope="session")
 def worker(target: Target) -> Worker:
     settings = Worker.from_env(os.environ, target.timeout)
+    if isinstance(settings, str):
+        pytest.skip(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def publisher(target: Target) -> Publisher:
+    settings = Publisher.from_env(os.environ, target)
     if isinstance(settings, str):
         pytest.skip(settings)
     return settings

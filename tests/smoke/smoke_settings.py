@@ -10,7 +10,7 @@ import secrets
 import shlex
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -164,6 +164,36 @@ class Worker:
             expect_host=env["SMOKE_WORKER_EXPECT_HOST"],
             apikey=env.get("SMOKE_WORKER_APIKEY") or "smoke",
             timeout=float(env.get("SMOKE_WORKER_TIMEOUT") or default_timeout),
+        )
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """The least-privilege publisher (HTTPS ingress: the management API's publish
+    endpoint, curl, amqp-publish), when the operator configured it."""
+
+    user: str
+    password: str = field(repr=False)
+    exchange: str
+    queue: str
+    amqp_host: str
+    curl: str
+    amqp_publish: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], target: Target) -> Publisher | str:
+        """The settings, or why the publisher tests cannot run."""
+        missing = [n for n in ("SMOKE_PUBLISHER_USER", "SMOKE_PUBLISHER_PASSWORD") if not env.get(n)]
+        if missing:
+            return "publisher (HTTPS ingress) tests not configured: set " + ", ".join(missing)
+        return cls(
+            user=env["SMOKE_PUBLISHER_USER"],
+            password=env["SMOKE_PUBLISHER_PASSWORD"],
+            exchange=env.get("SMOKE_PUBLISHER_EXCHANGE") or "jobs",
+            queue=env.get("SMOKE_PUBLISHER_QUEUE") or "jobs",
+            amqp_host=env.get("SMOKE_PUBLISHER_AMQP_HOST") or target.amqp_host,
+            curl=env.get("SMOKE_CURL") or "curl",
+            amqp_publish=env.get("SMOKE_AMQP_PUBLISH") or "amqp-publish",
         )
 
 

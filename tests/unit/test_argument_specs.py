@@ -86,6 +86,30 @@ CASES = {
         "rabbitmq_apt_repository",
     ),
     "placeholder password": ("rabbitmq", broker(rabbitmq_admin_password="CHANGE-ME"), "rabbitmq_admin_password"),
+    "publisher without an exchange": (
+        "rabbitmq",
+        broker(rabbitmq_publishers=[{"name": "publisher", "password": "p4ssword-p4ssword", "vhost": "app"}]),
+        "exchange",
+    ),
+    "publisher named like a user": (
+        "rabbitmq",
+        broker(rabbitmq_publishers=[{"name": "app", "password": "p4ssword-p4ssword", "exchange": "jobs"}]),
+        "rabbitmq_publishers",
+    ),
+    "publisher on an unmanaged vhost": (
+        "rabbitmq",
+        broker(
+            rabbitmq_publishers=[
+                {"name": "publisher", "password": "p4ssword-p4ssword", "exchange": "jobs", "vhost": "other"}
+            ]
+        ),
+        "rabbitmq_vhosts",
+    ),
+    "publisher with a placeholder password": (
+        "rabbitmq",
+        broker(rabbitmq_publishers=[{"name": "publisher", "password": "CHANGE-ME", "exchange": "jobs"}]),
+        "rabbitmq_publishers",
+    ),
     "erlang packages not a list": ("erlang", {"erlang_packages": {"erlang-base": True}}, "erlang_packages"),
     "erlang pin priority not a number": ("erlang", {"erlang_pin_priority": "high"}, "erlang_pin_priority"),
     "sandbox state unknown": ("sandbox_hosts", {"sandbox_hosts_state": "running"}, "sandbox_hosts_state"),

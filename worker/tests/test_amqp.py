@@ -109,6 +109,15 @@ def test_publish_dead_letter_carries_reason(cfg):
     assert props.expiration is None and props.correlation_id == "c1"
 
 
+def test_a_delivery_takes_its_message_id_from_the_header_when_the_property_is_missing():
+    method = pika.spec.Basic.Deliver(delivery_tag=7)
+    by_header = amqp.delivery_from_pika(method, pika.BasicProperties(headers={"x-message-id": "m-h"}), b"{}", None)
+    both = pika.BasicProperties(message_id="m-p", headers={"x-message-id": "m-h"})
+    assert by_header.message_id == "m-h"
+    assert amqp.delivery_from_pika(method, both, b"{}", None).message_id == "m-p"
+    assert amqp.delivery_from_pika(method, pika.BasicProperties(), b"{}", None).message_id is None
+
+
 def test_publish_reply():
     channel = RecordingChannel()
     amqp.publish_reply(channel, original(), {"account_uuid": "u", "host": "h", "status": "done", "message_id": "m1"})

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from account_worker.errors import InvalidMessage
-from account_worker.messages import delivery_count, parse_job, shown_message_id
+from account_worker.messages import delivery_count, message_id_of, parse_job, shown_message_id
 
 
 def body(**fields) -> bytes:
@@ -23,6 +23,16 @@ def test_attempt_header():
     assert parse_job(body(apikey="k", account_uuid="u"), "m", {"x-attempt": 3}).attempt == 3
     assert parse_job(body(apikey="k", account_uuid="u"), "m", {"x-attempt": b"2"}).attempt == 2
     assert parse_job(body(apikey="k", account_uuid="u"), "m", {"other": 1}).attempt == 1
+
+
+def test_message_id_from_the_header_when_the_property_is_missing():
+    assert message_id_of(None, {"x-message-id": "m-h"}) == "m-h"
+    assert message_id_of("m-p", {"x-message-id": "m-h"}) == "m-p"
+    assert message_id_of(None, None) is None
+    assert message_id_of(None, {"other": "x"}) is None
+    # A header value is checked like the property: bytes or a space are refused.
+    with pytest.raises(InvalidMessage, match="message_id property is malformed"):
+        parse_job(body(apikey="k", account_uuid="u"), message_id_of(None, {"x-message-id": b"m"}), None)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from account_worker.backoff import backoff_delay
 from account_worker.batch import Delivery
 from account_worker.config import Config
 from account_worker.logsetup import LOGGER_NAME, log_event
-from account_worker.messages import ATTEMPT_HEADER, DELIVERY_COUNT_HEADER
+from account_worker.messages import ATTEMPT_HEADER, DELIVERY_COUNT_HEADER, message_id_of
 from account_worker.redact import redact_url
 
 # Errors after which the connection (and every delivery tag on it) is gone.
@@ -166,7 +166,7 @@ def delivery_from_pika(method: Any, properties: Any, body: bytes, source: object
         tag=method.delivery_tag,
         source=source,
         body=body,
-        message_id=getattr(properties, "message_id", None),
+        message_id=message_id_of(getattr(properties, "message_id", None), headers),
         headers=dict(headers) if headers else None,
         reply_to=getattr(properties, "reply_to", None),
         correlation_id=getattr(properties, "correlation_id", None),

@@ -17,6 +17,9 @@ from typing import Any
 from account_worker.errors import InvalidMessage
 
 ATTEMPT_HEADER = "x-attempt"
+# Where a sender that cannot set the message_id property (Debian's amqp-publish
+# sets headers, not message_id) puts it; the property wins when both are there.
+MESSAGE_ID_HEADER = "x-message-id"
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by quorum queues on a message returned to the queue
 
 MAX_BODY_BYTES = 256 * 1024
@@ -98,6 +101,13 @@ def _message_id(message_id: object) -> str:
             f"message_id property is malformed (1..{MAX_MESSAGE_ID_LENGTH} visible ASCII characters expected)"
         )
     return message_id
+
+
+def message_id_of(message_id: object, headers: Mapping[str, Any] | None) -> Any:
+    """The property message_id, else the header x-message-id (checked by parse_job like the property)."""
+    if message_id is not None or not isinstance(headers, Mapping):
+        return message_id
+    return headers.get(MESSAGE_ID_HEADER)
 
 
 def shown_message_id(message_id: object) -> str | None:
