@@ -45,11 +45,11 @@ import ipaddress
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # support, shared with the live suites
-from processes import Phase, measure
+from processes import Phase
 from publishing import Message, job_messages
 from report import GoalRow, Result, median_result, plot, print_goals, print_table, write_json
 from support.containers import run_in
@@ -146,31 +146,14 @@ class SshBench(Bench):
         label = f"{ROWS['sleep']}, c={self.args.concurrency}"
         return self.phase_worker(rep, n, "sleep", label=label, extra_env=env, messages=self.plain_messages)
 
-    def run_once(self, rep: int) -> dict[str, Result]:
-        builders = {
+    unit = "jobs"
+
+    def phase_builders(self) -> dict[str, tuple[Callable[[int, int], Phase], int]]:
+        return {
             "ssh": (self.phase_ssh, self.args.n),
             "celery-ssh": (self.phase_celery_ssh, self.args.celery_n),
             "sleep": (self.phase_sleep, self.args.sleep_n),
         }
-        results: dict[str, Result] = {}
-        for key in self.args.only:
-            build, count = builders[key]
-            phase = build(rep, count)
-            try:
-                t = time.monotonic()
-                phase.prepare()
-                prep = time.monotonic() - t
-                res = measure(phase, self.db, self.logdir, self.args.timeout, ROOT)
-                print(
-                    f"  [{rep + 1}] {phase.label}: {res.messages} jobs in {res.seconds:.2f}s "
-                    f"(published in {prep:.1f}s) {res.note}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                results[key] = res
-            finally:
-                phase.cleanup()
-        return results
 
     def cleanup(self) -> None:
         try:

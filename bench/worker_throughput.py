@@ -372,9 +372,13 @@ class Bench:
 
     # -- run
 
-    def run_once(self, rep: int) -> dict[str, Result]:
+    # What a job is called in the progress lines.
+    unit = "msgs"
+
+    def phase_builders(self) -> dict[str, tuple[Callable[[int, int], Phase], int]]:
+        """Each consumer's phase builder (rep, count) and its message count."""
         n = self.args.n
-        builders = {
+        return {
             "raw": (self.phase_raw, n),
             "raw-each": (self.phase_raw_each, n),
             "worker": (self.phase_worker, n),
@@ -383,6 +387,9 @@ class Bench:
             "seed": (self.phase_seed, self.args.seed_n or max(50, n // 10)),
             "celery": (self.phase_celery, self.args.celery_n or n),
         }
+
+    def run_once(self, rep: int) -> dict[str, Result]:
+        builders = self.phase_builders()
         results: dict[str, Result] = {}
         for key in self.args.only:
             build, count = builders[key]
@@ -393,7 +400,7 @@ class Bench:
                 prep = time.monotonic() - t
                 res = measure(phase, self.db, self.logdir, self.args.timeout, ROOT)
                 print(
-                    f"  [{rep + 1}] {phase.label}: {res.messages} msgs in {res.seconds:.2f}s "
+                    f"  [{rep + 1}] {phase.label}: {res.messages} {self.unit} in {res.seconds:.2f}s "
                     f"(published in {prep:.1f}s) {res.note}",
                     file=sys.stderr,
                     flush=True,
