@@ -30,9 +30,9 @@ def test_defaults(env):
     assert cfg.host_cache_ttl == 30.0
 
 
-def test_retry_queue_follows_queue(env):
+def test_retry_queue_and_dead_letter_exchange_follow_queue(env):
     env["WORKER_QUEUE"] = "accounts"
-    assert load_config(env).retry_queue == "accounts.retry"
+    assert (load_config(env).retry_queue, load_config(env).dead_letter_exchange) == ("accounts.retry", "accounts.dlx")
     env["WORKER_RETRY_QUEUE"] = "custom.retry"
     assert load_config(env).retry_queue == "custom.retry"
 
@@ -81,6 +81,9 @@ def test_all_values_set(env):
         ("WORKER_QUEUE", "has space"),
         ("WORKER_DEAD_LETTER_EXCHANGE", "a b"),
         ("WORKER_RETRY_QUEUE", "jobs"),
+        ("WORKER_DELIVERY_LIMIT", "1"),
+        ("WORKER_DELIVERY_LIMIT", "3"),
+        ("WORKER_DELIVERY_LIMIT", "1001"),
         ("WORKER_PREFETCH", "0"),
         ("WORKER_PREFETCH", "10001"),
         ("WORKER_PREFETCH", "abc"),

@@ -36,9 +36,6 @@ REASON_HEADER = "x-worker-reason"
 FAILED_AT_HEADER = "x-worker-failed-at"
 ORIGINAL_QUEUE_HEADER = "x-original-queue"
 DROPPED_HEADERS_HEADER = "x-worker-dropped-headers"
-# Broker-side redelivery cap on the main queue: only requeues count (crashes, database
-# outages - at most one per outage per in-flight message); retries are new messages.
-DELIVERY_LIMIT = 50
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 
@@ -137,7 +134,9 @@ def queue_arguments(cfg: Config) -> dict[str, dict[str, Any]]:
             "x-dead-letter-exchange": cfg.dead_letter_exchange,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
-            "x-delivery-limit": DELIVERY_LIMIT,
+            # Broker-side redelivery cap: only requeues count (crashes, database outages - at most
+            # one per outage per in-flight message); retries are new messages.
+            "x-delivery-limit": cfg.delivery_limit,
         },
         cfg.retry_queue: {
             "x-queue-type": "quorum",

@@ -303,7 +303,11 @@ class Config:
     dead_letter_exchange: str = field(
         default="jobs.dlx",
         metadata=env(
-            "WORKER_DEAD_LETTER_EXCHANGE", _amqp_name, "fanout exchange for dead letters (DLQ is `<queue>.dlq`)"
+            "WORKER_DEAD_LETTER_EXCHANGE",
+            _amqp_name,
+            "fanout exchange for dead letters (DLQ is `<queue>.dlq`)",
+            default_from=lambda earlier: f"{earlier['queue']}.dlx",
+            shown_default="<queue>.dlx",
         ),
     )
     retry_queue: str = field(
@@ -331,6 +335,15 @@ class Config:
             "WORKER_MAX_ATTEMPTS",
             _integer(1, 100),
             "attempts before a transient failure is dead-lettered, 1..100",
+        ),
+    )
+    delivery_limit: int = field(
+        default=50,
+        metadata=env(
+            "WORKER_DELIVERY_LIMIT",
+            _integer(2, 1000),
+            "the work queue's `delivery-limit` (its dead-letter policy), 2..1000: returns to the queue after "
+            "which the broker itself dead-letters a message",
         ),
     )
     crash_limit: int = field(
@@ -512,6 +525,11 @@ SETTINGS: tuple[Setting, ...] = tuple(Setting.of(f) for f in fields(Config))
 def _check_together(values: Mapping[str, Any]) -> None:
     if values["retry_queue"] == values["queue"]:
         raise ConfigError("WORKER_RETRY_QUEUE must differ from WORKER_QUEUE")
+    if values["crash_limit"] >= values["delivery_limit"]:
+        raise ConfigError(
+            "WORKER_CRASH_LIMIT must be below WORKER_DELIVERY_LIMIT (the worker dead-letters a crashing message "
+            "with its reason before the broker's limit drops it without one)"
+        )
     if values["action"] == SSH_ACTION:
         for name, variable in (
             ("ssh_key_file", "WORKER_SSH_KEY_FILE"),
