@@ -5,10 +5,9 @@ validation and the prechecks' asserts run on the controller, so a case that
 reached any task touching the host would show up as `unreachable`, and a case
 that changed something as `changed`. Both must stay 0.
 
-A role with meta dependencies (worker depends on runit) runs them first, and
-their tasks touch the host: its cases run with `--tags <role>-prechecks`, so
-that only the argument_specs validation (tagged `always`) and its own
-prechecks run, as they would before any dependency in a role without one.
+The worker role's cases run with `--tags worker-prechecks` (role_runner.PRECHECKS_ONLY),
+so that only the argument_specs validation (tagged `always`) and its own prechecks run:
+its control case then gets through every precheck without touching the host.
 """
 
 from __future__ import annotations
@@ -130,6 +129,42 @@ CASES = {
     "worker instances not a number": ("worker", worker(worker_instances="many"), "worker_instances"),
     "worker URL of another scheme": ("worker", worker(worker_amqp_urls=["http://h/"]), "worker_amqp_urls"),
     "worker env not WORKER_*": ("worker", worker(worker_env={"PATH": "/tmp"}), "worker_env"),
+    "worker env setting a queue the role owns": ("worker", worker(worker_env={"WORKER_QUEUE": "x"}), "worker_queue"),
+    "worker delivery limit not above the crash limit": (
+        "worker",
+        worker(worker_delivery_limit=3),
+        "worker_delivery_limit",
+    ),
+    "worker retry queue equal to the work queue": ("worker", worker(worker_retry_queue="jobs"), "worker_retry_queue"),
+    "inventory policy replacing the worker's": (
+        "rabbitmq",
+        broker(
+            rabbitmq_dependent_definitions=[
+                {
+                    "owner": "worker account-worker",
+                    "queues": [{"name": "jobs", "vhost": "app"}],
+                    "policies": [
+                        {
+                            "name": "jobs-dead-letter",
+                            "vhost": "app",
+                            "pattern": "^jobs$",
+                            "priority": 10,
+                            "definition": {"dead-letter-exchange": "jobs.dlx", "delivery-limit": 50},
+                        }
+                    ],
+                }
+            ],
+            rabbitmq_policies=[
+                {"name": "short-ttl", "vhost": "app", "pattern": ".*", "priority": 20, "definition": {"message-ttl": 1}}
+            ],
+        ),
+        "jobs-dead-letter",
+    ),
+    "worker objects in an unmanaged vhost": (
+        "rabbitmq",
+        broker(rabbitmq_dependent_definitions=[{"owner": "worker w", "queues": [{"name": "jobs", "vhost": "other"}]}]),
+        "rabbitmq_vhosts",
+    ),
     "database fixture without a password": ("postgresql_sandbox", {}, "postgresql_sandbox_password"),
     "client repository not a dict": (
         "postgresql_client",

@@ -6,7 +6,10 @@ import copy
 import importlib.util
 from pathlib import Path
 
-_path = Path(__file__).resolve().parents[2] / "playbooks/filter_plugins/migrate_definitions.py"
+_path = (
+    Path(__file__).resolve().parents[2]
+    / "collections/ansible_collections/bundle/ops/plugins/filter/migrate_definitions.py"
+)
 _spec = importlib.util.spec_from_file_location("migrate_definitions", _path)
 assert _spec and _spec.loader
 migrate = importlib.util.module_from_spec(_spec)

@@ -38,8 +38,12 @@ INVENTORY = {
 }
 
 
-def render(tmp_path: Path, extra_vars: dict) -> dict:
-    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(INVENTORY))
+CA_PEM = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----"
+
+
+def render(tmp_path: Path, extra_vars: dict, inventory: dict | None = None) -> dict:
+    """The scrape configs as the role writes them; the CA file Prometheus gets, if any, in ca.pem."""
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory or INVENTORY))
     out = tmp_path / "prometheus.yml"
     play = [
         {
@@ -54,7 +58,15 @@ def render(tmp_path: Path, extra_vars: dict) -> dict:
                         "dest": str(out),
                         "mode": "0644",
                     }
-                }
+                },
+                {
+                    "ansible.builtin.copy": {
+                        "content": "{{ _monitoring_rabbitmq_tls_ca_pem }}",
+                        "dest": str(tmp_path / "ca.pem"),
+                        "mode": "0644",
+                    },
+                    "when": "_monitoring_rabbitmq_tls_ca_pem | length > 0",
+                },
             ],
         }
     ]
@@ -75,7 +87,9 @@ def render(tmp_path: Path, extra_vars: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory) -> dict:
-    return render(tmp_path_factory.mktemp("targets"), {"monitoring_rabbitmq_tls_ca_src": "/ca/sandbox-ca.crt"})
+    tmp = tmp_path_factory.mktemp("targets")
+    (tmp / "given-ca.crt").write_text(CA_PEM + "\n")
+    return render(tmp, {"monitoring_rabbitmq_tls_ca_src": str(tmp / "given-ca.crt")})
 
 
 def targets(job: dict) -> dict[str, dict]:
@@ -103,3 +117,16 @@ def test_every_worker_instance_is_a_target_unless_its_metrics_are_off(jobs: dict
 def test_without_a_ca_no_tls_config_is_written(tmp_path: Path) -> None:
     jobs = render(tmp_path, {})
     assert "tls_config" not in jobs["rabbitmq"]
+    assert not (tmp_path / "ca.pem").exists()
+
+
+def test_without_a_ca_setting_the_brokers_own_ca_verifies_them(tmp_path: Path) -> None:
+    """The sandbox's case: the brokers are given a CA in the inventory, the monitoring host nothing."""
+    (tmp_path / "brokers-ca.crt").write_text(CA_PEM + "\n")
+    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
+    brokers = inventory["all"]["children"]["brokers"]["hosts"]
+    brokers["mq-tls"]["rabbitmq_tls_ca_certificates_src"] = str(tmp_path / "brokers-ca.crt")
+    brokers["mq-tls2"] = {"rabbitmq_tls_certificate": "x", "rabbitmq_tls_ca_certificates": CA_PEM}
+    jobs = render(tmp_path, {}, inventory)
+    assert jobs["rabbitmq"]["tls_config"] == {"ca_file": "/etc/prometheus/rabbitmq-ca.crt"}
+    assert (tmp_path / "ca.pem").read_text().strip() == CA_PEM  # the same CA once

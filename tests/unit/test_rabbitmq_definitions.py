@@ -1,4 +1,4 @@
-"""Pure logic of the rabbitmq role's rabbitmq_definitions module (no broker)."""
+"""Pure logic of the rabbitmq_definitions module (collection bundle.ops) (no broker)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[2] / "roles/rabbitmq/library/rabbitmq_definitions.py"
+MODULE = (
+    Path(__file__).resolve().parents[2]
+    / "collections/ansible_collections/bundle/ops/plugins/modules/rabbitmq_definitions.py"
+)
 spec = importlib.util.spec_from_file_location("rabbitmq_definitions", MODULE)
 defs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(defs)

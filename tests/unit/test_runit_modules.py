@@ -1,4 +1,4 @@
-"""The runit role's envdir and runit_services modules and their shared file helpers, on a temporary
+"""The envdir and runit_services modules (collection bundle.ops) and their shared file helpers, on a temporary
 directory (no runit needed)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-ROLE = Path(__file__).resolve().parents[2] / "roles/runit"
+PLUGINS = Path(__file__).resolve().parents[2] / "collections/ansible_collections/bundle/ops/plugins"
 
 
 def load(name: str, path: Path) -> ModuleType:
@@ -25,10 +25,12 @@ def load(name: str, path: Path) -> ModuleType:
     return module
 
 
-# What Ansible does with a role's module_utils: importable as ansible.module_utils.<name>.
-files = load("ansible.module_utils.managed_files", ROLE / "module_utils/managed_files.py")
-envdir = load("envdir", ROLE / "library/envdir.py")
-runit = load("runit_services", ROLE / "library/runit_services.py")
+# What Ansible does with a collection's module_utils: importable under ansible_collections.
+files = load(
+    "ansible_collections.bundle.ops.plugins.module_utils.managed_files", PLUGINS / "module_utils/managed_files.py"
+)
+envdir = load("envdir", PLUGINS / "modules/envdir.py")
+runit = load("runit_services", PLUGINS / "modules/runit_services.py")
 UID, GID = os.getuid(), os.getgid()
 USER, GROUP = pwd.getpwuid(UID).pw_name, grp.getgrgid(GID).gr_name
 

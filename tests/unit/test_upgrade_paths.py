@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 ROLE = Path(__file__).resolve().parents[2] / "roles/rabbitmq"
-_spec = importlib.util.spec_from_file_location("rabbitmq_upgrade", ROLE / "filter_plugins/rabbitmq_upgrade.py")
+_spec = importlib.util.spec_from_file_location(
+    "rabbitmq_upgrade",
+    ROLE.parents[1] / "collections/ansible_collections/bundle/ops/plugins/filter/rabbitmq_upgrade.py",
+)
 assert _spec and _spec.loader
 upgrade = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(upgrade)

@@ -47,7 +47,8 @@ import re
 from dataclasses import dataclass, field
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.managed_files import ensure_dir, ensure_file
+
+from ansible_collections.bundle.ops.plugins.module_utils.managed_files import ensure_dir, ensure_file
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -11,7 +11,7 @@ description:
     (root, 0755), makes the log directory C(<log_root>/<name>) (log_owner:log_group, 0750) with svlogd's
     C(config) (root:log_group, 0644), links C(<service_dir>/<name>) to the service directory, waits until
     runsv supervises a newly linked service and its log, and starts a service that is not running.
-  - Files are written atomically and only when they differ. Nothing is restarted here: the caller restarts
+  - Files are written atomically and only when they differ. Nothing is restarted here; the caller restarts
     what it needs from the returned lists (handlers).
 options:
   services:
@@ -49,7 +49,8 @@ import time
 from dataclasses import dataclass, field
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.managed_files import ensure_dir, ensure_file
+
+from ansible_collections.bundle.ops.plugins.module_utils.managed_files import ensure_dir, ensure_file
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Owner and group of the service directories and scripts.
