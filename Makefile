@@ -9,17 +9,16 @@ export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
 export PATH            := $(CURDIR)/$(BIN):$(PATH)
 IMAGES      := 12:bookworm 13:trixie
-# <scenario> or <scenario>@<Debian release> (the cluster scenario takes its
-# release from BUNDLE_CLUSTER_RELEASE).
-SCENARIOS   ?= default worker migrate monitoring cluster@13 cluster@12
+SCENARIOS   ?= default worker migrate monitoring production cluster
 
-.PHONY: help deps venv images site sandbox sandbox-destroy smoke lint unit check test molecule bench bench-ssh clean
+.PHONY: help deps venv images site sandbox sandbox-destroy smoke doctor lint unit check test molecule bench bench-ssh clean
 
 help:
 	@echo "make site             create the local sandbox and provision it (site.yml)"
 	@echo "make test             lint, unit tests and every Molecule scenario (what CI runs)"
 	@echo "make sandbox-destroy  remove the sandbox containers"
 	@echo "make smoke            the live smoke suite against the sandbox broker"
+	@echo "make doctor           the read-only health report of the sandbox (playbooks/doctor.yml)"
 	@echo "make check            the fast loop: lint (ruff, mypy, yamllint, ansible-lint) and unit tests"
 	@echo "make lint | unit | molecule | bench | bench-ssh"
 
@@ -58,11 +57,16 @@ site: sandbox
 	@echo "App user 'app' on vhost 'app': cat .sandbox/rabbitmq_app_password"
 	@echo "Prometheus:   http://127.0.0.1:9090/  (Debian's classic UI: /classic/graph, /classic/targets, /classic/alerts)"
 	@echo "Alertmanager: http://127.0.0.1:9093/api/v2/alerts  (Debian's package has no web UI; amtool on the host)"
+	@echo "The whole deployment's state (make doctor runs it again any time):"
+	$(BIN)/ansible-playbook playbooks/doctor.yml -i inventory/sandbox
 
 smoke: deps
 	@start=$$(date +%s%N); \
 	$(BIN)/ansible-playbook playbooks/smoke.yml -i inventory/sandbox; rc=$$?; \
 	echo "make smoke: $$(( ($$(date +%s%N) - start) / 1000000 )) ms"; exit $$rc
+
+doctor: deps
+	$(BIN)/ansible-playbook playbooks/doctor.yml -i inventory/sandbox
 
 sandbox-destroy: deps
 	$(BIN)/ansible-playbook playbooks/sandbox-destroy.yml -i inventory/sandbox
@@ -83,10 +87,9 @@ check: lint unit
 
 molecule: deps images
 	@for s in $(SCENARIOS); do \
-	  name=$${s%@*}; release=$$( [ "$$s" = "$$name" ] || echo "$${s#*@}" ); \
-	  echo "=== molecule test -s $$name $${release:+(Debian $$release)}"; \
+	  echo "=== molecule test -s $$s"; \
 	  start=$$(date +%s); \
-	  BUNDLE_CLUSTER_RELEASE=$$release $(BIN)/molecule test -s $$name || exit 1; \
+	  $(BIN)/molecule test -s $$s || exit 1; \
 	  echo "=== scenario $$s passed in $$(( $$(date +%s) - start )) s"; \
 	done
 

@@ -16,6 +16,7 @@ from support.containers import podman, run_in
 from support.db import recorded, wait_recorded
 from support.jobs import publish_job
 
+APIKEY = os.environ.get("CLUSTER_APIKEY") or "cluster"  # the workers' WORKER_APIKEY, when they check one
 MESSAGES = 10_000
 PUBLISHERS = 5  # connections publishing side by side, each waiting for its confirms
 
@@ -125,7 +126,7 @@ def test_worker_keeps_processing_through_the_loss_of_its_node(cluster: Cluster, 
         for i in range(jobs):
             if i == jobs // 3:
                 kill_node(node)
-            publish_job(ch, f"{prefix}{i:04d}", "1234", apikey="cluster")
+            publish_job(ch, f"{prefix}{i:04d}", "1234", apikey=APIKEY)
         conn.close()
         done = wait_recorded(database_url, prefix, jobs, deadline_s=180, poll_s=1).distinct
     finally:
@@ -159,7 +160,8 @@ def test_a_broker_certificate_from_another_ca_is_refused_and_no_job_is_lost(clus
     (the worker reads its CA file on every attempt: same process, no restart)."""
     if not cluster.ca_file:
         pytest.skip("the brokers of this release serve plain AMQP")
-    host, database_url = os.environ["CLUSTER_WORKER_HOST"], os.environ["CLUSTER_DATABASE_URL"]
+    hosts, database_url = os.environ["CLUSTER_WORKER_HOSTS"].split(","), os.environ["CLUSTER_DATABASE_URL"]
+    host = hosts[0]  # the probe runs here; every host's deployed instances are stopped
     other_key, other_ca = tmp_path / "other-ca.key", tmp_path / "other-ca.crt"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -168,15 +170,16 @@ def test_a_broker_certificate_from_another_ca_is_refused_and_no_job_is_lost(clus
     )  # fmt: skip
     podman("cp", str(other_ca), f"{host}:{PROBE_CA}")
     run_in(host, "chmod", "0644", PROBE_CA)
-    services = _worker_services(host)
-    run_in(host, "sv", "stop", *services)  # the deployed instances must not take the job
+    services = {h: _worker_services(h) for h in hosts}
+    for h in hosts:
+        run_in(h, "sv", "stop", *services[h])  # the deployed instances must not take the job
     message_id = f"tls-probe-{uuid.uuid4().hex[:8]}"
     probe = None
     try:
         conn = cluster.connect_any()
         ch = conn.channel()
         ch.confirm_delivery()
-        publish_job(ch, message_id, "1234", apikey="cluster")
+        publish_job(ch, message_id, "1234", apikey=APIKEY)
         conn.close()
         # The deployed environment, with the throwaway CA in place of the sandbox CA (HOME as under
         # runit: libpq reads ~/.postgresql of the user it runs as).
@@ -216,7 +219,8 @@ def test_a_broker_certificate_from_another_ca_is_refused_and_no_job_is_lost(clus
         if probe is not None:
             run_in(host, "sh", "-c", f"kill $(cat {PROBE_PID})", check=False)
             probe.wait(timeout=30)
-        run_in(host, "sv", "start", *services)
+        for h in hosts:
+            run_in(h, "sv", "start", *services[h])
         run_in(host, "rm", "-f", PROBE_CA, PROBE_PID)
     report.append({"test": "worker trusting another CA", "refused_nodes": len(refused), "job_recorded": done.distinct})
     assert done.distinct == 1 and done.duplicates == 0

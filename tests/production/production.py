@@ -1,0 +1,114 @@
+"""Helpers of the production scenario's tests: where things are, Prometheus's API, and running the bundle's
+own playbooks (doctor.yml, site.yml) against the scenario's inventory, as an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    inventory: str  # the scenario's inventory directory
+    prometheus_url: str
+    brokers: list[str]
+    workers: list[str]
+    monitoring: str
+    vhost: str
+    reports: Path
+
+    @classmethod
+    def from_env(cls) -> Deployment:
+        return cls(
+            inventory=os.environ["PROD_INVENTORY"],
+            prometheus_url=os.environ["PROD_PROMETHEUS_URL"],
+            brokers=os.environ["PROD_BROKERS"].split(","),
+            workers=os.environ["PROD_WORKERS"].split(","),
+            monitoring=os.environ["PROD_MONITORING"],
+            vhost=os.environ.get("PROD_VHOST", "app"),
+            reports=Path(os.environ.get("BUNDLE_REPORTS_DIR", ROOT / "reports")),
+        )
+
+    # ------------------------------------------------------------ Prometheus --
+    def query(self, promql: str) -> list[dict]:
+        r = requests.get(f"{self.prometheus_url}/api/v1/query", params={"query": promql}, timeout=10)
+        r.raise_for_status()
+        return r.json()["data"]["result"]
+
+    def targets(self) -> list[dict]:
+        r = requests.get(f"{self.prometheus_url}/api/v1/targets", params={"state": "active"}, timeout=10)
+        r.raise_for_status()
+        return r.json()["data"]["activeTargets"]
+
+    def wait_targets_up(self, timeout: float = 90) -> list[dict]:
+        """Until every target was scraped up since `since` (a fresh scrape after a repair)."""
+        since = time.time()
+        deadline = since + timeout
+        targets: list[dict] = []
+        while time.time() < deadline:
+            targets = self.targets()
+            fresh = all(_scraped_at(t) > since and t["health"] == "up" for t in targets)
+            if targets and fresh:
+                return targets
+            time.sleep(2)
+        down = [f"{t['scrapeUrl']}: {t['health']} {t['lastError']}" for t in targets if t["health"] != "up"]
+        raise AssertionError(f"targets not up again within {timeout:.0f} s: {down}")
+
+    # ------------------------------------------------------------- playbooks --
+    def playbook(self, playbook: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        binary = Path(os.environ.get("PROD_ANSIBLE_PLAYBOOK", "ansible-playbook"))
+        run = subprocess.run(
+            [str(binary), str(ROOT / playbook), "-i", self.inventory, *args],
+            capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT,
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+        )  # fmt: skip
+        return run
+
+    def doctor(self, name: str) -> tuple[int, list[dict], str]:
+        """Run playbooks/doctor.yml; its exit code, its rows and the printed table."""
+        report = self.reports / f"doctor-{name}.json"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.unlink(missing_ok=True)
+        run = self.playbook("playbooks/doctor.yml", "-e", f"doctor_report_file={report}")
+        rows = json.loads(report.read_text()) if report.exists() else []
+        table = _table(run.stdout)
+        (self.reports / f"doctor-{name}.txt").write_text(table + "\n")
+        return run.returncode, rows, table
+
+
+def _scraped_at(target: dict) -> float:
+    text = target.get("lastScrape", "")
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", text)
+    if not match:
+        return 0.0
+    return time.mktime(time.strptime(match[1], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+
+
+def _table(stdout: str) -> str:
+    """The table the doctor printed (the debug task's msg block)."""
+    text = ANSI.sub("", stdout)
+    block = text.split("TASK [Show the report]", 1)[-1].split("TASK [", 1)[0]
+    lines = [line.strip() for line in block.splitlines()]
+    return "\n".join(line for line in lines if line and not line.startswith(("ok:", "msg:", "*")))
+
+
+def failing(rows: list[dict]) -> list[tuple[str, str]]:
+    return [(r["host"], r["check"]) for r in rows if r["state"] == "fail"]
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP counts per host."""
+    counts: dict[str, dict[str, int]] = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", ANSI.sub("", stdout), re.M):
+        counts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
+    return counts
