@@ -6,6 +6,7 @@ Run: pytest tests/host/test_brokers.py --hosts=podman://CONTAINER (or ssh://host
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -154,8 +155,13 @@ def test_plugins_enabled(host) -> None:
     assert "rabbitmq_management" in names
 
 
-def test_work_queue_is_quorum(host) -> None:
+def test_work_queue_is_quorum_where_workers_need_it(host) -> None:
+    """The worker role declares the work queue (quorum), its DLQ and its policy on the brokers when the
+    inventory has workers; a brokers-only inventory gets none of them (nothing is declared for nobody)."""
     queues = {q["name"]: q for q in ctl_json(host, "list_queues", "-p", "app", "name", "type", "policy")}
+    if os.environ.get("HOST_INVENTORY_HAS_WORKERS", "1") == "0":
+        assert not {"jobs", "jobs.retry", "jobs.dlq"} & set(queues), sorted(queues)
+        return
     assert queues["jobs"]["type"] == "quorum"
     assert queues["jobs"]["policy"] == "jobs-dead-letter"
     assert queues["jobs.dlq"]["type"] == "quorum"
