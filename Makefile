@@ -11,7 +11,7 @@ export PATH            := $(CURDIR)/$(BIN):$(PATH)
 IMAGES      := 12:bookworm 13:trixie
 SCENARIOS   ?= default worker migrate monitoring production cluster
 
-.PHONY: help deps venv images site sandbox sandbox-destroy smoke doctor lint unit check test molecule bench bench-ssh clean
+.PHONY: help deps venv images site sandbox sandbox-destroy smoke doctor lint lint-fast unit unit-fast check test molecule bench bench-ssh clean
 
 help:
 	@echo "make site             create the local sandbox and provision it (site.yml)"
@@ -19,8 +19,12 @@ help:
 	@echo "make sandbox-destroy  remove the sandbox containers"
 	@echo "make smoke            the live smoke suite against the sandbox broker"
 	@echo "make doctor           the read-only health report of the sandbox (playbooks/doctor.yml)"
-	@echo "make check            the fast loop: lint (ruff, mypy, yamllint, ansible-lint) and unit tests"
-	@echo "make lint | unit | molecule | bench | bench-ssh"
+	@echo "make check            the fast loop (no Ansible run, no containers): lint-fast and unit-fast"
+	@echo "make lint-fast        ruff, ruff format --check, mypy --strict (worker), yamllint --strict"
+	@echo "make lint             lint-fast and ansible-lint --profile production"
+	@echo "make unit-fast        the unit tests not marked ansible (tests/unit -m 'not ansible'), the worker's tests"
+	@echo "make unit             every unit test: tests/unit (with those that run Ansible) and the worker's tests"
+	@echo "make molecule | bench | bench-ssh"
 
 deps: .stamps/apt venv
 
@@ -71,19 +75,28 @@ doctor: deps
 sandbox-destroy: deps
 	$(BIN)/ansible-playbook playbooks/sandbox-destroy.yml -i inventory/sandbox
 
-lint: deps
+# The linters that take seconds; ansible-lint (a minute or more: it syntax-checks every playbook and
+# role with ansible-playbook) only in `make lint`.
+lint-fast: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	cd worker && $(CURDIR)/$(BIN)/mypy --strict
+	cd worker && $(abspath $(BIN))/mypy --strict
 	$(BIN)/yamllint --strict .
+
+lint: lint-fast
 	$(BIN)/ansible-lint --profile production
+
+# Unit tests marked `ansible` (tests/unit/pytest.ini) start ansible-playbook: only in `make unit`.
+unit-fast: deps
+	$(BIN)/pytest -q -m "not ansible" tests/unit
+	$(BIN)/pytest -q worker/tests
 
 unit: deps
 	$(BIN)/pytest -q tests/unit
 	$(BIN)/pytest -q worker/tests
 
-# The contributors' fast loop: no containers.
-check: lint unit
+# The contributors' fast loop: no containers, no Ansible run. `make test` (CI) runs lint and unit in full.
+check: lint-fast unit-fast
 
 molecule: deps images
 	@for s in $(SCENARIOS); do \

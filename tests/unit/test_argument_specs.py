@@ -5,6 +5,9 @@ validation and the prechecks' asserts run on the controller, so a case that
 reached any task touching the host would show up as `unreachable`, and a case
 that changed something as `changed`. Both must stay 0.
 
+The cases of one role run in one ansible-playbook run, one inventory host per case
+(role_runner.run_cases): each case is asserted on its own host's recap and failures.
+
 The worker role's cases run with `--tags worker-prechecks` (role_runner.PRECHECKS_ONLY),
 so that only the argument_specs validation (tagged `always`) and its own prechecks run:
 its control case then gets through every precheck without touching the host.
@@ -12,10 +15,13 @@ its control case then gets through every precheck without touching the host.
 
 from __future__ import annotations
 
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
-from role_runner import broker, run_role
+from role_runner import HostResult, broker, host_name, run_cases
+
+pytestmark = pytest.mark.ansible
 
 WORKER_OK = {
     "worker_amqp_urls": ["amqp://u:p@h/v"],
@@ -28,6 +34,10 @@ def worker(**changes):
     vars_ = {**WORKER_OK, **changes}
     return {k: v for k, v in vars_.items() if v is not None}
 
+
+# Two nodes, both in the play (the hosts of the two "cluster without a cookie" cases), so that the
+# cluster's only fault is the missing cookie.
+CLUSTER = [host_name("cluster without a cookie"), host_name("cluster without a cookie, second node")]
 
 CASES = {
     "missing admin password": ("rabbitmq", broker(rabbitmq_admin_password=None), "rabbitmq_admin_password"),
@@ -112,9 +122,10 @@ CASES = {
     "erlang packages not a list": ("erlang", {"erlang_packages": {"erlang-base": True}}, "erlang_packages"),
     "erlang pin priority not a number": ("erlang", {"erlang_pin_priority": "high"}, "erlang_pin_priority"),
     "sandbox state unknown": ("sandbox_hosts", {"sandbox_hosts_state": "running"}, "sandbox_hosts_state"),
-    "cluster without a cookie": (
+    "cluster without a cookie": ("rabbitmq", broker(rabbitmq_cluster_nodes=CLUSTER), "rabbitmq_erlang_cookie"),
+    "cluster without a cookie, second node": (
         "rabbitmq",
-        broker(rabbitmq_cluster_nodes=["unreachable-host", "other"]),
+        broker(rabbitmq_cluster_nodes=CLUSTER),
         "rabbitmq_erlang_cookie",
     ),
     "cookie with bad characters": (
@@ -232,42 +243,66 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_variables_fail_early(tmp_path: Path, case: str) -> None:
-    role, role_vars, named = CASES[case]
-    result = run_role(tmp_path, role, role_vars)
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    assert named in output, f"the error does not name {named!r}:\n{output}"
-    assert "changed=0" in output and "unreachable=0" in output, output
-    assert "Traceback" not in output
+# The controls: valid variables get past validation (and the worker's, past every precheck).
+GOOD_BROKER = "control: valid broker variables"
+GOOD_WORKER = "control: valid worker variables and a built wheelhouse"
+# The variables of "limit not an integer": a failure whose output must not show the passwords.
+PASSWORDS = "control: passwords in a failing run"
 
 
-def test_good_variables_pass_validation(tmp_path: Path) -> None:
-    """The control case: valid variables get past validation and the prechecks'
-    asserts, up to the first task that needs the host (which is unreachable)."""
-    result = run_role(tmp_path, "rabbitmq", broker())
-    output = result.stdout + result.stderr
-    assert "unreachable=1" in output, output
-    assert "failed=0" in output, output
-
-
-def test_passwords_never_shown(tmp_path: Path) -> None:
-    result = run_role(tmp_path, "rabbitmq", broker(rabbitmq_nofile_limit="lots"))
-    output = result.stdout + result.stderr
-    assert "a-long-test-password" not in output
-    assert "another-password" not in output
-
-
-def test_good_worker_variables_pass_prechecks(tmp_path: Path) -> None:
-    """The control case for a role with dependencies: valid variables and a built wheelhouse get
-    through validation and every precheck, without touching the host."""
-    wheelhouse = tmp_path / "wheelhouse"
-    wheelhouse.mkdir()
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, HostResult]:
+    """Every case and control of this module, by case: one ansible-playbook run per role, the
+    roles' runs two at a time."""
+    wheelhouse = tmp_path_factory.mktemp("wheelhouse")
     (wheelhouse / "requirements.txt").write_text("account-worker==0.1.0\n")
     (wheelhouse / ".source-hash").write_text("0123456789abcdef\n")
-    result = run_role(tmp_path, "worker", worker(worker_wheelhouse_dir=str(wheelhouse)))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert "failed=0" in output and "unreachable=0" in output, output
-    assert "Check the wheelhouse on the controller" in output, output
+    everything: dict[str, tuple[str, dict[str, Any]]] = {
+        **{case: (role, role_vars) for case, (role, role_vars, _named) in CASES.items()},
+        GOOD_BROKER: ("rabbitmq", broker()),
+        GOOD_WORKER: ("worker", worker(worker_wheelhouse_dir=str(wheelhouse))),
+        PASSWORDS: ("rabbitmq", broker(rabbitmq_nofile_limit="lots")),
+    }
+    batches: dict[str, dict[str, dict[str, Any]]] = {}
+    for case, (role, role_vars) in everything.items():
+        batches.setdefault(role, {})[case] = role_vars
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = [
+            pool.submit(run_cases, tmp_path_factory.mktemp(role), role, cases)
+            for role, cases in sorted(batches.items(), key=lambda batch: -len(batch[1]))  # the biggest first
+        ]
+        return {case: host for run in runs for case, host in run.result().items()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_variables_fail_early(results: dict[str, HostResult], case: str) -> None:
+    _role, _vars, named = CASES[case]
+    host = results[case]
+    assert host.recap.get("failures", 0) >= 1, host.describe()
+    assert named in host.errors(), f"the error does not name {named!r}:\n{host.describe()}"
+    assert host.recap["changed"] == 0 and host.recap["unreachable"] == 0, host.describe()
+    assert "Traceback" not in host.everything() + host.output
+
+
+def test_good_variables_pass_validation(results: dict[str, HostResult]) -> None:
+    """The control case: valid variables get past validation and the prechecks'
+    asserts, up to the first task that needs the host (which is unreachable)."""
+    host = results[GOOD_BROKER]
+    assert host.recap.get("unreachable") == 1, host.describe()
+    assert host.recap["failures"] == 0, host.describe()
+
+
+def test_passwords_never_shown(results: dict[str, HostResult]) -> None:
+    """Not in the failure of the control's host, nor anywhere in the output of the broker cases' run."""
+    host = results[PASSWORDS]
+    assert host.recap.get("failures", 0) >= 1, host.describe()
+    assert "a-long-test-password" not in host.output
+    assert "another-password" not in host.output
+
+
+def test_good_worker_variables_pass_prechecks(results: dict[str, HostResult]) -> None:
+    """The control case for a role with dependencies: valid variables and a built wheelhouse get
+    through validation and every precheck, without touching the host."""
+    host = results[GOOD_WORKER]
+    assert host.recap.get("failures") == 0 and host.recap["unreachable"] == 0, host.describe()
+    assert "worker : Check the wheelhouse on the controller" in host.ok, host.describe()

@@ -7,10 +7,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+
+# Each test runs Ansible (directly or through a fixture): `make unit`, not `make check`.
+pytestmark = pytest.mark.ansible
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE = ROOT / "roles" / "monitoring"
@@ -85,11 +89,39 @@ def render(tmp_path: Path, extra_vars: dict, inventory: dict | None = None) -> d
     return {job["job_name"]: job for job in yaml.safe_load(out.read_text())["scrape_configs"]}
 
 
-@pytest.fixture(scope="module")
-def jobs(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("targets")
+def _with_ca(tmp: Path) -> dict:
     (tmp / "given-ca.crt").write_text(CA_PEM + "\n")
     return render(tmp, {"monitoring_rabbitmq_tls_ca_src": str(tmp / "given-ca.crt")})
+
+
+def _without_a_ca(tmp: Path) -> dict:
+    return render(tmp, {})
+
+
+def _brokers_own_ca(tmp: Path) -> dict:
+    """The sandbox's case: the brokers are given a CA in the inventory, the monitoring host nothing."""
+    (tmp / "brokers-ca.crt").write_text(CA_PEM + "\n")
+    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
+    brokers = inventory["all"]["children"]["brokers"]["hosts"]
+    brokers["mq-tls"]["rabbitmq_tls_ca_certificates_src"] = str(tmp / "brokers-ca.crt")
+    brokers["mq-tls2"] = {"rabbitmq_tls_certificate": "x", "rabbitmq_tls_ca_certificates": CA_PEM}
+    return render(tmp, {}, inventory)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[dict, Path]]:
+    """Each inventory's scrape configs and the directory of its run: one ansible-playbook run each,
+    two at a time."""
+    setups = {"with a CA": _with_ca, "without a CA": _without_a_ca, "brokers' own CA": _brokers_own_ca}
+    tmps = {name: tmp_path_factory.mktemp("targets") for name in setups}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = {name: pool.submit(setup, tmps[name]) for name, setup in setups.items()}
+        return {name: (run.result(), tmps[name]) for name, run in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def jobs(rendered: dict[str, tuple[dict, Path]]) -> dict:
+    return rendered["with a CA"][0]
 
 
 def targets(job: dict) -> dict[str, dict]:
@@ -114,19 +146,14 @@ def test_every_worker_instance_is_a_target_unless_its_metrics_are_off(jobs: dict
     }
 
 
-def test_without_a_ca_no_tls_config_is_written(tmp_path: Path) -> None:
-    jobs = render(tmp_path, {})
+def test_without_a_ca_no_tls_config_is_written(rendered: dict[str, tuple[dict, Path]]) -> None:
+    jobs, tmp = rendered["without a CA"]
     assert "tls_config" not in jobs["rabbitmq"]
-    assert not (tmp_path / "ca.pem").exists()
+    assert not (tmp / "ca.pem").exists()
 
 
-def test_without_a_ca_setting_the_brokers_own_ca_verifies_them(tmp_path: Path) -> None:
+def test_without_a_ca_setting_the_brokers_own_ca_verifies_them(rendered: dict[str, tuple[dict, Path]]) -> None:
     """The sandbox's case: the brokers are given a CA in the inventory, the monitoring host nothing."""
-    (tmp_path / "brokers-ca.crt").write_text(CA_PEM + "\n")
-    inventory = yaml.safe_load(yaml.safe_dump(INVENTORY))
-    brokers = inventory["all"]["children"]["brokers"]["hosts"]
-    brokers["mq-tls"]["rabbitmq_tls_ca_certificates_src"] = str(tmp_path / "brokers-ca.crt")
-    brokers["mq-tls2"] = {"rabbitmq_tls_certificate": "x", "rabbitmq_tls_ca_certificates": CA_PEM}
-    jobs = render(tmp_path, {}, inventory)
+    jobs, tmp = rendered["brokers' own CA"]
     assert jobs["rabbitmq"]["tls_config"] == {"ca_file": "/etc/prometheus/rabbitmq-ca.crt"}
-    assert (tmp_path / "ca.pem").read_text().strip() == CA_PEM  # the same CA once
+    assert (tmp / "ca.pem").read_text().strip() == CA_PEM  # the same CA once

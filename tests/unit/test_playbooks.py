@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Each test runs Ansible (directly or through a fixture): `make unit`, not `make check`.
+pytestmark = pytest.mark.ansible
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PLAYBOOKS = ["site.yml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "playbooks").glob("*.yml"))]

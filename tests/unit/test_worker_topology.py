@@ -20,6 +20,9 @@ import yaml
 from account_worker.amqp import queue_arguments
 from account_worker.config import load_config
 
+# Each test runs Ansible (directly or through a fixture): `make unit`, not `make check`.
+pytestmark = pytest.mark.ansible
+
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 URL = "amqps://app:secret@mq1.example.com:5671/app"
