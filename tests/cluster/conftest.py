@@ -1,4 +1,4 @@
-"""Cluster tests: run by molecule/cluster/verify.yml with the CLUSTER_* environment."""
+"""Cluster tests: run by molecule/resources/cluster_chaos.yml (the production scenario) with the CLUSTER_* environment."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ REPORT = REPORTS / "cluster-node-loss.json"
 @pytest.fixture(scope="session")
 def cluster() -> Cluster:
     if not os.environ.get("CLUSTER_NODES"):
-        pytest.fail("CLUSTER_* environment not set (run through molecule/cluster/verify.yml)", pytrace=False)
+        pytest.fail("CLUSTER_* environment not set (run through molecule/resources/cluster_chaos.yml)", pytrace=False)
     return Cluster.from_env()
 
 
