@@ -9,7 +9,7 @@ export CONTAINERS_CONF := $(CURDIR)/containers/containers.conf
 export ANSIBLE_CONFIG  := $(CURDIR)/ansible.cfg
 export PATH            := $(CURDIR)/$(BIN):$(PATH)
 IMAGES      := 12:bookworm 13:trixie
-SCENARIOS   ?= default worker migrate monitoring production
+SCENARIOS   ?= default worker migrate production
 
 .PHONY: help deps venv images site sandbox sandbox-destroy smoke doctor lint lint-fast unit unit-fast check test molecule bench bench-ssh clean
 

@@ -1,4 +1,4 @@
-"""Cluster tests: run by molecule/resources/cluster_chaos.yml (the production scenario) with the CLUSTER_* environment."""
+"""Cluster tests: run by molecule/resources/cluster_chaos.yml (production scenario), CLUSTER_* environment."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Live monitoring tests: run by molecule/monitoring/verify.yml with the MON_* environment."""
+"""Live monitoring tests: run by molecule/worker/verify.yml with the MON_* environment."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ REPORT = REPORTS / "monitoring.json"
 @pytest.fixture(scope="session")
 def mon() -> Monitoring:
     if not os.environ.get("MON_PROMETHEUS_URL"):
-        pytest.fail("MON_* environment not set (run through molecule/monitoring/verify.yml)", pytrace=False)
+        pytest.fail("MON_* environment not set (run through molecule/worker/verify.yml)", pytrace=False)
     return Monitoring.from_env()
 
 

@@ -26,9 +26,9 @@ class Monitoring:
     vhost: str
     scrape_interval: float
     no_consumers_for: float
-    worker_host: str
+    worker_hosts: tuple[str, ...]
     worker_name: str
-    worker_instances: int
+    worker_instances: int  # per worker host
     worker_down_for: float
     worker_ready_urls: tuple[str, ...]
     account_uuid: str
@@ -45,7 +45,7 @@ class Monitoring:
             vhost=env.get("MON_VHOST", "app"),
             scrape_interval=float(env.get("MON_SCRAPE_INTERVAL_S", "15")),
             no_consumers_for=float(env.get("MON_NO_CONSUMERS_FOR_S", "600")),
-            worker_host=env["MON_WORKER_HOST"],
+            worker_hosts=tuple(h for h in env["MON_WORKER_HOSTS"].split(",") if h),
             worker_name=env.get("MON_WORKER_NAME", "account-worker"),
             worker_instances=int(env["MON_WORKER_INSTANCES"]),
             worker_down_for=float(env["MON_WORKER_DOWN_FOR_S"]),
@@ -55,7 +55,13 @@ class Monitoring:
 
     @property
     def worker_services(self) -> list[str]:
+        """The runit services of one worker host's instances."""
         return [f"{self.worker_name}-{i}" for i in range(1, self.worker_instances + 1)]
+
+    @property
+    def all_instances(self) -> int:
+        """Instances on every worker host."""
+        return self.worker_instances * len(self.worker_hosts)
 
     def targets(self) -> list[dict[str, Any]]:
         return list(_get(self.prometheus + "/api/v1/targets?state=active")["data"]["activeTargets"])

@@ -1,6 +1,6 @@
 """Prometheus scrapes every broker and worker instance, the counters follow the jobs sent, and the
 worker-down and no-consumer alerts fire and resolve in Alertmanager when every worker instance is
-stopped and started again (Molecule `monitoring` scenario; windows shortened in its host_vars)."""
+stopped and started again on every worker host (Molecule `worker` scenario; windows shortened in its host_vars)."""
 
 from __future__ import annotations
 
@@ -57,13 +57,17 @@ def test_every_scrape_target_is_up(mon: Monitoring, report) -> None:
     assert set(jobs) >= OWN_JOBS
     assert jobs.count("rabbitmq") == mon.broker_targets
     assert jobs.count("rabbitmq-detailed") == mon.broker_targets
-    workers = sorted(t["labels"]["worker_instance"] for t in targets if t["labels"]["job"] == "worker")
-    assert workers == sorted(mon.worker_services)
+    workers = sorted(
+        (t["labels"]["instance"].split(":")[0], t["labels"]["worker_instance"])
+        for t in targets
+        if t["labels"]["job"] == "worker"
+    )
+    assert workers == sorted((host, service) for host in mon.worker_hosts for service in mon.worker_services)
     report["targets_up"] = f"{len(targets)}/{len(targets)} ({', '.join(sorted(t['scrapeUrl'] for t in targets))})"
 
 
 def test_every_worker_instance_is_ready(mon: Monitoring) -> None:
-    assert len(mon.worker_ready_urls) == mon.worker_instances
+    assert len(mon.worker_ready_urls) == mon.all_instances
     for url in mon.worker_ready_urls:
         with urllib.request.urlopen(url, timeout=5) as answer:
             assert (answer.status, answer.read()) == (200, b"ready\n"), url
@@ -172,7 +176,8 @@ def test_stopping_every_worker_fires_worker_down_and_no_consumer_and_starting_re
     assert not active(down) and not active(no_consumer), "an alert is already active before the test"
     prefix = f"mon-alert-{uuid.uuid4().hex[:8]}"
     stopped = time.monotonic()
-    run_in(mon.worker_host, "sv", "stop", *mon.worker_services)
+    for host in mon.worker_hosts:
+        run_in(host, "sv", "stop", *mon.worker_services)
     try:
         # Work waits: the no-consumer alert needs a queue holding messages. A short-lived
         # connection: an idle one would miss its heartbeats during the wait below.
@@ -186,7 +191,7 @@ def test_stopping_every_worker_fires_worker_down_and_no_consumer_and_starting_re
         timeout = window + 12 * mon.scrape_interval + 30
         fired = {}
         while len(fired) < 2:
-            for alert, expected in ((down, mon.worker_instances), (no_consumer, 1)):
+            for alert, expected in ((down, mon.all_instances), (no_consumer, 1)):
                 if alert not in fired and len(active(alert)) == expected:
                     fired[alert] = time.monotonic() - stopped
             if time.monotonic() - stopped > timeout:
@@ -197,7 +202,8 @@ def test_stopping_every_worker_fires_worker_down_and_no_consumer_and_starting_re
         take_screenshots(mon, report, down)
     finally:
         started = time.monotonic()
-        run_in(mon.worker_host, "sv", "start", *mon.worker_services)
+        for host in mon.worker_hosts:
+            run_in(host, "sv", "start", *mon.worker_services)
     resolved = {}
     timeout = 12 * mon.scrape_interval + 60
     while len(resolved) < 2:
@@ -235,7 +241,7 @@ def test_the_workers_report_ready_again_after_the_restart(mon: Monitoring) -> No
 
     wait_for("every instance ready", all_ready, timeout=60)
     mon.wait_scrapes()
-    assert mon.total('sum(account_worker_ready{job="worker"})') == mon.worker_instances
+    assert mon.total('sum(account_worker_ready{job="worker"})') == mon.all_instances
 
 
 def take_screenshots(mon: Monitoring, report, alert: str) -> None:
