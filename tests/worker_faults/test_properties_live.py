@@ -133,7 +133,7 @@ def test_arbitrary_batches_against_postgresql_end_recorded_once_or_dead_lettered
     def run(batch: list[Delivery]) -> None:
         EXAMPLES["batches"] += 1
         result = process_batch(
-            batch, database, _done, BatchSettings(max_attempts=3, retry_delay_ms=10, apikey="it"), QUIET
+            batch, database, _done, BatchSettings(max_attempts=3, retry_delay_ms=10, apikey="it", crash_limit=3), QUIET
         )
         assert not result.database_down
         for instruction in result.instructions:

@@ -11,15 +11,40 @@ import json
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pika
 import pika.exceptions
 import psycopg
 
+from account_worker.batch import BatchSettings
+from account_worker.config import Config, load_config
 from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.messages import Job
+from account_worker.ssh import SshSettings
 from account_worker.store import RecordedRun, Run
+
+# ---------------------------------------------------------------------------- settings
+
+
+def default_config(**environ: str) -> Config:
+    """A Config from the required variables and `environ`: every other setting at its default."""
+    return load_config({"WORKER_AMQP_URLS": "amqp://rabbit", "WORKER_DATABASE_URL": "postgresql://db/x", **environ})
+
+
+def batch_settings(**changes: Any) -> BatchSettings:
+    """The batch core's settings of a default Config, with `changes`."""
+    return replace(BatchSettings.from_config(default_config()), **changes)
+
+
+def ssh_settings(**changes: Any) -> SshSettings:
+    """The ssh action's settings of a default Config (ssh action, key /k, known hosts /kh), with `changes`."""
+    cfg = default_config(
+        WORKER_ACTION="ssh", WORKER_SSH_KEY_FILE="/k", WORKER_SSH_KNOWN_HOSTS="/kh", WORKER_SSH_COMMANDS="/c"
+    )
+    return replace(SshSettings.from_config(cfg), **changes)
+
 
 # ---------------------------------------------------------------------------- clock
 

@@ -14,16 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from account_worker.batch import BatchResult, BatchSettings, Delivery
+from account_worker.batch import BatchResult, Delivery
 from account_worker.config import load_config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
 from account_worker.errors import TransientJobError
 from account_worker.inflight import Settler
 from account_worker.runner import Runner
-from fakes import Broker, FakeDatabase, FakeStore, GatedAction, wait_for
+from fakes import Broker, FakeDatabase, FakeStore, GatedAction, batch_settings, wait_for
 
 SOURCE = object()
-SETTINGS = BatchSettings(max_attempts=3, retry_delay_ms=1000, apikey="key")
+SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1000, apikey="key")
 
 
 def delivery(tag: int, account: str = "u1", *, mid: str | None = None, headers=None) -> Delivery:

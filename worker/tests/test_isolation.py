@@ -11,7 +11,6 @@ import pytest
 
 from account_worker.batch import (
     BatchResult,
-    BatchSettings,
     Delivery,
     narrow,
     process_batch,
@@ -23,10 +22,10 @@ from account_worker.decisions import Ack, DeadLetter
 from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.jobloop import Crashed, JobLoop
 from account_worker.store import Run
-from fakes import Connector, FakeAction, FakeDatabase, FakeStore
+from fakes import Connector, FakeAction, FakeDatabase, FakeStore, batch_settings
 
 SOURCE = object()
-SETTINGS = BatchSettings(max_attempts=3, retry_delay_ms=1500, apikey="key", crash_limit=3)
+SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1500, apikey="key", crash_limit=3)
 
 
 def delivery(tag: int, account: str = "u1", *, mid: str | None = None, returned: int = 0) -> Delivery:

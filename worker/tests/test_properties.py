@@ -17,7 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from account_worker.batch import BatchSettings, Delivery, process_batch
+from account_worker.batch import Delivery, process_batch
 from account_worker.decisions import Ack, DeadLetter, Retry
 from account_worker.errors import InvalidMessage, RecordRejected, TransientJobError
 from account_worker.messages import (
@@ -28,7 +28,7 @@ from account_worker.messages import (
     parse_job,
 )
 from account_worker.store import RecordedRun, Run
-from fakes import FakeAction
+from fakes import FakeAction, batch_settings
 
 PURE = settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 ACCOUNTS = {"1234": "app-1234.example.net", "5678": "app-5678.example.net", "flaky": "app-f.example.net"}
@@ -182,7 +182,7 @@ class StrictStore:
 def test_every_delivery_ends_recorded_once_or_with_a_reason(batch):
     store = StrictStore()
     action = FakeAction({"flaky": TransientJobError("busy")})
-    result = process_batch(batch, store, action, BatchSettings(max_attempts=3, retry_delay_ms=10, apikey="key"))
+    result = process_batch(batch, store, action, batch_settings(max_attempts=3, retry_delay_ms=10, apikey="key"))
     assert [i.delivery for i in result.instructions] == batch
     assert not result.database_down
     for instruction in result.instructions:

@@ -19,7 +19,6 @@ from account_worker.ssh import (
     RunTimeout,
     SshAction,
     SshPool,
-    SshSettings,
     UnpinnedHostKey,
     _Bounded,
     bounded_text,
@@ -27,10 +26,11 @@ from account_worker.ssh import (
     exit_outcome,
     host_and_port,
 )
+from fakes import ssh_settings
 
 COMMANDS = parse_allow_list(json.dumps({"check": {"argv": ["check"], "retry_exit_codes": [75]}}))
 CHECK = COMMANDS["check"]
-SETTINGS = SshSettings(user="jobs", key_file="/k", known_hosts="/kh", idle_timeout=60, host_concurrency=2)
+SETTINGS = ssh_settings(user="jobs", key_file="/k", known_hosts="/kh", idle_timeout=60, host_concurrency=2)
 
 
 def _decision(error: Exception):

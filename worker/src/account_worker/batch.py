@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
 from account_worker.actions import Action, Outcome
+from account_worker.config import Config
 from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, decide, reason_of
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
 from account_worker.logsetup import LOGGER_NAME, log_event
@@ -67,10 +68,21 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_attempts: int = 5
-    retry_delay_ms: int = 5000
-    apikey: str | None = None
-    crash_limit: int = 3  # returns to the queue (x-delivery-count) after which a message is dead-lettered
+    """The settings the core reads, taken from Config (which holds their defaults)."""
+
+    max_attempts: int
+    retry_delay_ms: int
+    apikey: str | None
+    crash_limit: int  # returns to the queue (x-delivery-count) after which a message is dead-lettered
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> BatchSettings:
+        return cls(
+            max_attempts=cfg.max_attempts,
+            retry_delay_ms=cfg.retry_delay_ms,
+            apikey=cfg.apikey,
+            crash_limit=cfg.crash_limit,
+        )
 
 
 CRASHED_REASON = "crashed the worker"

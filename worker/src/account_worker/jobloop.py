@@ -101,7 +101,7 @@ class JobLoop:
         self._random = random
         self._log = logger
         self._secrets = cfg.secrets()
-        self._settings = BatchSettings(cfg.max_attempts, cfg.retry_delay_ms, cfg.apikey, cfg.crash_limit)
+        self._settings = BatchSettings.from_config(cfg)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job", daemon=True)
         # Actions run on up to cfg.concurrency threads; the job thread records each run (in

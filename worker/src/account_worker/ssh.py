@@ -33,6 +33,7 @@ import paramiko
 
 from account_worker.actions import Outcome, default_action
 from account_worker.commands import AllowList, Command, request_of
+from account_worker.config import Config
 from account_worker.errors import PermanentJobError, TransientJobError
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import Job
@@ -44,15 +45,32 @@ STDERR_IN_REASON = 200  # characters of stderr a dead-letter reason quotes
 
 @dataclass(frozen=True)
 class SshSettings:
+    """The ssh action's settings, taken from Config (which holds their defaults: WORKER_SSH_*)."""
+
     user: str
     key_file: str
     known_hosts: str
-    port: int = 22
-    connect_timeout: float = 10.0
-    run_timeout: float = 60.0
-    max_output: int = 4096
-    idle_timeout: float = 60.0
-    host_concurrency: int = 4
+    port: int
+    connect_timeout: float
+    run_timeout: float
+    max_output: int
+    idle_timeout: float
+    host_concurrency: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SshSettings:
+        assert cfg.ssh_key_file and cfg.ssh_known_hosts  # load_config requires them with the ssh action
+        return cls(
+            user=cfg.ssh_user,
+            key_file=cfg.ssh_key_file,
+            known_hosts=cfg.ssh_known_hosts,
+            port=cfg.ssh_port,
+            connect_timeout=cfg.ssh_connect_timeout,
+            run_timeout=cfg.ssh_run_timeout,
+            max_output=cfg.ssh_max_output,
+            idle_timeout=cfg.ssh_idle_timeout,
+            host_concurrency=cfg.ssh_host_concurrency,
+        )
 
 
 class UnpinnedHostKey(paramiko.SSHException):  # type: ignore[misc]
