@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from account_worker.batch import BatchResult, Delivery
 from account_worker.config import load_config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
+from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import TransientJobError
 from account_worker.inflight import Settler
 from account_worker.runner import Runner

@@ -8,7 +8,19 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "account_worker"
-CORE = ["batch", "inflight", "decisions", "messages", "store", "jobloop", "actions", "errors", "backoff", "commands"]
+CORE = [
+    "batch",
+    "delivery",
+    "inflight",
+    "decisions",
+    "messages",
+    "store",
+    "jobloop",
+    "actions",
+    "errors",
+    "backoff",
+    "commands",
+]
 OUTSIDE_CORE = {
     "pika",
     "psycopg",

@@ -11,9 +11,10 @@ import pika
 import pytest
 from prometheus_client import CollectorRegistry
 
-from account_worker.batch import CRASHED_REASON, Delivery, Instruction
+from account_worker.batch import CRASHED_REASON
 from account_worker.config import load_config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry, decide
+from account_worker.delivery import Delivery, Instruction
 from account_worker.errors import (
     BadApiKey,
     InvalidMessage,

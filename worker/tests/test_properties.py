@@ -17,8 +17,9 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from account_worker.batch import Delivery, process_batch
+from account_worker.batch import process_batch
 from account_worker.decisions import Ack, DeadLetter, Retry
+from account_worker.delivery import Delivery
 from account_worker.errors import InvalidMessage, RecordRejected, TransientJobError
 from account_worker.messages import (
     MAX_ACCOUNT_UUID_LENGTH,

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from account_worker.batch import Delivery
 from account_worker.config import load_config
+from account_worker.delivery import Delivery
 from account_worker.errors import JobThreadCrashed, TransientJobError
 from account_worker.jobloop import take_batch
 from account_worker.runner import Runner

@@ -8,9 +8,9 @@ import pika
 import pika.exceptions
 import pytest
 
-from account_worker.batch import Delivery, Instruction
 from account_worker.config import load_config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
+from account_worker.delivery import Delivery, Instruction
 from account_worker.session import Session
 from fakes import Method, RecordingConnection
 

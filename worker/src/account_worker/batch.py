@@ -17,53 +17,19 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from account_worker.actions import Action, Outcome
 from account_worker.config import Config
-from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, decide, reason_of
+from account_worker.decisions import Ack, DeadLetter, Requeue, decide, reason_of
+from account_worker.delivery import BatchResult, Delivery, Instruction, requeue_all
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import Job, delivery_count, parse_job, shown_message_id
 from account_worker.store import RecordedRun, Run, Store
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One message as received.
-
-    `tag` means something only on the channel it arrived on; `source` is that channel's
-    session object (opaque here, compared by identity), so only that session can settle it.
-    """
-
-    tag: int
-    source: object
-    body: bytes
-    message_id: str | None = None
-    headers: Mapping[str, Any] | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    properties: Any = None  # the broker's properties object, kept opaque for republishing
-    redelivered: bool = False  # the broker delivered it before (a consumer died or requeued it)
-    received_at: float = 0.0  # time.monotonic() when it arrived (the processing-time metric)
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """What the I/O thread must do with one delivery; `reply` is set only for an Ack (sent before it)."""
-
-    delivery: Delivery
-    decision: Decision
-    reply: Mapping[str, str | int] | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    instructions: tuple[Instruction, ...]
-    database_down: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,12 +124,6 @@ def _rejected(exc: Exception) -> RecordRejected:
     if isinstance(exc, RecordRejected):
         return exc
     return RecordRejected(f"{type(exc).__name__}: {exc}")
-
-
-def requeue_all(deliveries: Sequence[Delivery], reason: str, *, database_down: bool) -> BatchResult:
-    """Give every delivery back to the queue: nothing acked, nothing dead-lettered."""
-    decision = Requeue(reason)
-    return BatchResult(tuple(Instruction(d, decision) for d in deliveries), database_down=database_down)
 
 
 def process_in_groups(

@@ -26,9 +26,7 @@ from concurrent.futures import Executor, Future
 
 from account_worker.actions import Action, Outcome
 from account_worker.batch import (
-    BatchResult,
     BatchSettings,
-    Delivery,
     Finished,
     Pending,
     finished_deliveries,
@@ -36,9 +34,9 @@ from account_worker.batch import (
     prepare,
     process_in_groups,
     record,
-    requeue_all,
     run_one,
 )
+from account_worker.delivery import BatchResult, Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable
 from account_worker.messages import delivery_count
 from account_worker.store import Store

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any, assert_never
 
 from account_worker import amqp
-from account_worker.batch import BatchResult, Delivery
 from account_worker.config import Config
+from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import JobThreadCrashed
 from account_worker.jobloop import Crashed, JobLoop, JobReport, Resume
 from account_worker.logsetup import log_event

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from account_worker.actions import Action
 from account_worker.backoff import backoff_delay
-from account_worker.batch import BatchResult, BatchSettings, Delivery, process_in_groups, requeue_all
+from account_worker.batch import BatchSettings, process_in_groups
 from account_worker.config import Config
+from account_worker.delivery import BatchResult, Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable
 from account_worker.inflight import Settler
 from account_worker.logsetup import log_event

@@ -30,9 +30,10 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
-from account_worker.batch import CRASHED_REASON, Delivery
+from account_worker.batch import CRASHED_REASON
 from account_worker.config import Config
 from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, Retry
+from account_worker.delivery import Delivery
 from account_worker.logsetup import log_event
 
 OUTCOMES = ("done", "duplicate", "retried", "requeued", "dead_lettered")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from account_worker.batch import Delivery
 from account_worker.decisions import Decision
+from account_worker.delivery import Delivery
 
 
 class Observer(Protocol):

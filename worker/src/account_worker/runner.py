@@ -16,8 +16,8 @@ from typing import Any
 
 from account_worker import amqp
 from account_worker.actions import Action
-from account_worker.batch import Delivery
 from account_worker.config import Config
+from account_worker.delivery import Delivery
 from account_worker.ioloop import IOLoop
 from account_worker.jobloop import JobLoop
 from account_worker.logsetup import LOGGER_NAME, log_event

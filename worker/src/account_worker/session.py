@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, assert_never
 
 from account_worker import amqp
-from account_worker.batch import Delivery, Instruction
 from account_worker.config import Config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
+from account_worker.delivery import Delivery, Instruction
 from account_worker.logsetup import log_event
 from account_worker.observe import NO_OBSERVER, Observer
 from account_worker.redact import redact
