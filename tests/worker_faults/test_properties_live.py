@@ -20,11 +20,12 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from account_worker.batch import BatchSettings, narrow, process_batch
+from account_worker.batch import BatchSettings, process_batch
 from account_worker.db import Database
 from account_worker.decisions import Ack, DeadLetter
 from account_worker.delivery import Delivery
 from account_worker.errors import RecordRejected
+from account_worker.isolation import narrow
 from account_worker.messages import Job
 from account_worker.store import Run
 from deployment import Env

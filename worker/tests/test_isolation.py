@@ -9,12 +9,13 @@ import queue
 import psycopg
 import pytest
 
-from account_worker.batch import narrow, process_batch, process_in_groups
+from account_worker.batch import process_batch, process_in_groups
 from account_worker.config import load_config
 from account_worker.db import Database
 from account_worker.decisions import Ack, DeadLetter
 from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import DatabaseUnavailable, RecordRejected
+from account_worker.isolation import narrow
 from account_worker.jobloop import Crashed, JobLoop
 from account_worker.store import Run
 from fakes import Connector, FakeAction, FakeDatabase, FakeStore, batch_settings

@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "account_worker"
 CORE = [
     "batch",
     "delivery",
+    "isolation",
     "inflight",
     "decisions",
     "messages",

@@ -20,13 +20,14 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from account_worker.actions import Action, Outcome
 from account_worker.config import Config
 from account_worker.decisions import Ack, DeadLetter, Requeue, decide, reason_of
 from account_worker.delivery import BatchResult, Delivery, Instruction, requeue_all
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
+from account_worker.isolation import as_rejected, narrow
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import Job, delivery_count, parse_job, shown_message_id
 from account_worker.store import RecordedRun, Run, Store
@@ -52,9 +53,6 @@ class BatchSettings:
 
 
 CRASHED_REASON = "crashed the worker"
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def _apikey_ok(expected: str | None, given: str) -> bool:
@@ -88,42 +86,6 @@ def _outcome(result: object) -> Outcome:
     if isinstance(result, Outcome) and isinstance(result.status, str) and result.status:
         return result
     raise TypeError(f"action returned {result!r}, expected a non-empty status string or an Outcome")
-
-
-def narrow(items: Sequence[T], call: Callable[[Sequence[T]], R]) -> tuple[list[R], list[tuple[T, Exception]]]:
-    """call(items); if it fails other than DatabaseUnavailable, call it on halves until the culprits are alone.
-
-    Returns the results of the calls that succeeded and each item that fails alone with
-    its error.  Free on success (one call).  An error that is not RecordRejected is
-    attributed to the items only if some other items succeeded; if everything failed
-    with such an error, it is re-raised: that is not the messages' doing.
-    """
-    results: list[R] = []
-    failed: list[tuple[T, Exception]] = []
-    pending: list[Sequence[T]] = [items]
-    while pending:
-        chunk = pending.pop()
-        try:
-            results.append(call(chunk))
-        except DatabaseUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - narrowed down, then classified below
-            if len(chunk) == 1:
-                failed.append((chunk[0], exc))
-            else:
-                half = len(chunk) // 2
-                pending.extend((chunk[half:], chunk[:half]))  # popped in order: first half first
-    if failed and not results:
-        for _, error in failed:
-            if not isinstance(error, RecordRejected):
-                raise error
-    return results, failed
-
-
-def _rejected(exc: Exception) -> RecordRejected:
-    if isinstance(exc, RecordRejected):
-        return exc
-    return RecordRejected(f"{type(exc).__name__}: {exc}")
 
 
 def process_in_groups(
@@ -369,7 +331,7 @@ def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, 
         batches, refused = narrow(to_record, store.record_runs) if to_record else ([], [])
     except DatabaseUnavailable as exc:
         return requeue_all(finished_deliveries(finished), f"database unavailable: {exc}", database_down=True)
-    rejected = {run.message_id: _rejected(exc) for run, exc in refused} if refused else {}
+    rejected = {run.message_id: as_rejected(exc) for run, exc in refused} if refused else {}
     runs = {run.message_id: run for recorded in batches for run in recorded}
     for pending in ran:
         message_id = pending.job.message_id
@@ -504,14 +466,14 @@ def _look_up(
         return {}, {}
     found, refused = narrow(sorted({job.account_uuid for _, job in jobs}), store.lookup_hosts)
     hosts = {uuid: host for part in found for uuid, host in part.items()}
-    bad_accounts = {uuid: _rejected(exc) for uuid, exc in refused}
+    bad_accounts = {uuid: as_rejected(exc) for uuid, exc in refused}
     redelivered = sorted({job.message_id for index, job in jobs if deliveries[index].redelivered})
     done_before: dict[str, RecordedRun] = {}
     bad_ids: dict[str, RecordRejected] = {}
     if redelivered:
         found_runs, refused_ids = narrow(redelivered, store.find_runs)
         done_before = {mid: run for part in found_runs for mid, run in part.items()}
-        bad_ids = {mid: _rejected(exc) for mid, exc in refused_ids}
+        bad_ids = {mid: as_rejected(exc) for mid, exc in refused_ids}
     for index, job in jobs:
         error = bad_accounts.get(job.account_uuid) or bad_ids.get(job.message_id)
         if error is not None:
