@@ -12,6 +12,7 @@ CORE = [
     "batch",
     "delivery",
     "isolation",
+    "execution",
     "inflight",
     "decisions",
     "messages",

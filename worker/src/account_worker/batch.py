@@ -19,14 +19,14 @@ import hmac
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
 
-from account_worker.actions import Action, Outcome
+from account_worker.actions import Action
 from account_worker.config import Config
 from account_worker.decisions import Ack, DeadLetter, Requeue, decide, reason_of
 from account_worker.delivery import BatchResult, Delivery, Instruction, requeue_all
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
+from account_worker.execution import Finished, Pending, finished_deliveries, run_actions, run_followers
 from account_worker.isolation import as_rejected, narrow
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import Job, delivery_count, parse_job, shown_message_id
@@ -77,15 +77,6 @@ def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str | in
     if run.stderr is not None:
         reply["stderr"] = run.stderr
     return reply
-
-
-def _outcome(result: object) -> Outcome:
-    """An action's return value as an Outcome (a bare status string is one without output)."""
-    if isinstance(result, str) and result:
-        return Outcome(result)
-    if isinstance(result, Outcome) and isinstance(result.status, str) and result.status:
-        return result
-    raise TypeError(f"action returned {result!r}, expected a non-empty status string or an Outcome")
 
 
 def process_in_groups(
@@ -167,26 +158,6 @@ def process_batch(
     return BatchResult(
         tuple(by_delivery[id(d)] for d in deliveries), database_down=any(r.database_down for r in results)
     )
-
-
-@dataclass(slots=True)
-class Pending:
-    """A job whose action is to run: its delivery, and later deliveries of the same message in its group.
-
-    The followers are answered by its recorded run; if its action fails, the first of them runs instead.
-    """
-
-    delivery: Delivery
-    job: Job
-    host: str
-    followers: list[tuple[Delivery, Job]] = field(default_factory=list)
-
-
-class Finished(NamedTuple):
-    """A Pending whose action returned (an Outcome) or raised (the Exception)."""
-
-    pending: Pending
-    result: Outcome | Exception
 
 
 @dataclass(frozen=True)
@@ -353,11 +324,6 @@ def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, 
     return BatchResult(tuple(instructions))
 
 
-def finished_deliveries(finished: Sequence[Finished]) -> list[Delivery]:
-    """The deliveries of `finished`, followers included."""
-    return [d for f in finished for d in (f.pending.delivery, *(fd for fd, _ in f.pending.followers))]
-
-
 def _reason(result: BatchResult) -> str:
     decision = result.instructions[0].decision if result.instructions else None
     return decision.reason if isinstance(decision, Requeue) else "database unavailable"
@@ -380,22 +346,6 @@ def log_done(log: logging.Logger, instructions: Sequence[Instruction]) -> None:
         log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(instructions) - done)
 
 
-def run_followers(action: Action, failed: Pending) -> list[Finished]:
-    """After `failed`'s action failed: run its followers one at a time until one succeeds (it answers the rest)."""
-    finished: list[Finished] = []
-    followers = list(failed.followers)
-    failed.followers.clear()
-    while followers:
-        delivery, job = followers.pop(0)
-        pending = Pending(delivery, job, failed.host)
-        result = run_one(action, job, failed.host)
-        finished.append(Finished(pending, result))
-        if not isinstance(result, Exception):
-            pending.followers.extend(followers)
-            break
-    return finished
-
-
 def _process_group(
     deliveries: Sequence[Delivery],
     store: Store,
@@ -411,16 +361,16 @@ def _process_group(
         return prepared
     calls = [(0, p.job, p.host) for p in prepared.to_run]
     finished: list[Finished] = []
-    failed: list[Pending] = []
+    failed: list[Finished] = []
     for pending, result in zip(prepared.to_run, run_actions(action, calls, pool), strict=True):
         if isinstance(result, Exception):
             if isinstance(result, DatabaseUnavailable):
                 return requeue_all(deliveries, "database unavailable", database_down=True)
             if pending.followers:
-                failed.append(pending)
+                failed.append(Finished(pending, result))
         finished.append(Finished(pending, result))
-    for pending in failed:
-        after = run_followers(action, pending)
+    for item in failed:
+        after = run_followers(action, item)
         if any(isinstance(f.result, DatabaseUnavailable) for f in after):
             return requeue_all(deliveries, "database unavailable", database_down=True)
         finished.extend(after)
@@ -430,23 +380,6 @@ def _process_group(
     done = _in_order(deliveries, prepared.settled, recorded.instructions)
     log_done(log, done.instructions)
     return done
-
-
-def run_one(action: Action, job: Job, host: str) -> Outcome | Exception:
-    try:
-        return _outcome(action(job, host))
-    except Exception as exc:  # noqa: BLE001 - classified by decide() (DatabaseUnavailable: requeued)
-        return exc
-
-
-def run_actions(
-    action: Action, calls: Sequence[tuple[int, Job, str]], pool: Executor | None
-) -> list[Outcome | Exception]:
-    """Each call's outcome or error, in order; on the pool's threads when there is a pool and more than one."""
-    if pool is None or len(calls) < 2:
-        return [run_one(action, job, host) for _, job, host in calls]
-    futures = [pool.submit(run_one, action, job, host) for _, job, host in calls]
-    return [future.result() for future in futures]
 
 
 def _look_up(

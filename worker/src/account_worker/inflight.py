@@ -25,19 +25,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 
 from account_worker.actions import Action, Outcome
-from account_worker.batch import (
-    BatchSettings,
-    Finished,
-    Pending,
-    finished_deliveries,
-    log_done,
-    prepare,
-    process_in_groups,
-    record,
-    run_one,
-)
+from account_worker.batch import BatchSettings, log_done, prepare, process_in_groups, record
 from account_worker.delivery import BatchResult, Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable
+from account_worker.execution import Finished, Pending, finished_deliveries, next_duplicate, run_one
 from account_worker.messages import delivery_count
 from account_worker.store import Store
 
@@ -158,17 +149,10 @@ class Settler:
             return 0
         to_record: list[Finished] = []
         for item in finished:
-            pending, result = item.pending, item.result
-            if (
-                isinstance(result, Exception)
-                and not isinstance(result, DatabaseUnavailable)
-                and pending.followers
-                and not self._down
-            ):
-                # Its duplicates in the same take: the first of them runs now, answering the rest.
-                (delivery, job), *rest = pending.followers
-                pending.followers.clear()
-                self._flight.submit(Pending(delivery, job, pending.host, list(rest)))
+            # Once the database is down (or this action met it down), no duplicate starts.
+            successor = None if self._down or isinstance(item.result, DatabaseUnavailable) else next_duplicate(item)
+            if successor is not None:
+                self._flight.submit(successor)
             to_record.append(item)
         if self._down:
             self._post(requeue_all(finished_deliveries(to_record), DOWN_REASON, database_down=True))
