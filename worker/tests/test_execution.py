@@ -9,14 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from account_worker.actions import Outcome
-from account_worker.batch import process_batch
 from account_worker.decisions import Ack, Retry
 from account_worker.delivery import Delivery
 from account_worker.errors import DatabaseUnavailable, TransientJobError
 from account_worker.execution import Finished, Pending, finished_deliveries, next_duplicate, run_followers, run_one
 from account_worker.inflight import Settler
 from account_worker.messages import Job
-from fakes import FakeAction, FakeStore, batch_settings
+from fakes import FakeAction, FakeStore, batch_settings, process_batch
 
 SOURCE = object()
 SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1000, apikey="key")

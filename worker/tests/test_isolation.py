@@ -9,7 +9,7 @@ import queue
 import psycopg
 import pytest
 
-from account_worker.batch import process_batch, process_in_groups
+from account_worker.batch import process_in_groups
 from account_worker.config import load_config
 from account_worker.db import Database
 from account_worker.decisions import Ack, DeadLetter
@@ -18,7 +18,7 @@ from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.isolation import narrow
 from account_worker.jobloop import Crashed, JobLoop
 from account_worker.store import Run
-from fakes import Connector, FakeAction, FakeDatabase, FakeStore, batch_settings
+from fakes import Connector, FakeAction, FakeDatabase, FakeStore, batch_settings, process_batch
 
 SOURCE = object()
 SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1500, apikey="key", crash_limit=3)

@@ -17,7 +17,6 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from account_worker.batch import process_batch
 from account_worker.decisions import Ack, DeadLetter, Retry
 from account_worker.delivery import Delivery
 from account_worker.errors import InvalidMessage, RecordRejected, TransientJobError
@@ -29,7 +28,7 @@ from account_worker.messages import (
     parse_job,
 )
 from account_worker.store import RecordedRun, Run
-from fakes import FakeAction, batch_settings
+from fakes import FakeAction, batch_settings, process_batch
 
 PURE = settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 ACCOUNTS = {"1234": "app-1234.example.net", "5678": "app-5678.example.net", "flaky": "app-f.example.net"}

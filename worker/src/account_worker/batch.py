@@ -1,16 +1,22 @@
-"""The batch-processing core: deliveries in, instructions out.  No pika here.
+"""The batch core: deliveries in, one instruction per delivery out, after one commit.  No pika here.
 
-process_batch() parses, checks apikeys, looks hosts up with one query, runs the
-action per job and records every successful run in one transaction.  Only then
-does it return instructions; the I/O thread carries them out (reply, retry,
-dead-letter, ack) so nothing is acknowledged before the commit.
+process_in_groups() is the job thread's entry: it splits a batch by how often the broker
+got each delivery back unsettled (quorum queues' x-delivery-count: the worker crashed or
+was stopped with it in flight) and processes each group in two phases, which inflight.py
+also uses for concurrent processing:
 
-A batch is a bulkhead, never a shared fate: a failure that is not infrastructure
-(the database refusing one message's values, say) is narrowed down to the messages
-causing it by splitting the failing call in halves, and only those are dead-lettered.
-A message the broker got back unsettled before (quorum queues' x-delivery-count: the
-worker crashed or was stopped with it in flight) is processed alone, and once it has
-come back `crash_limit` times it is dead-lettered as having crashed the worker.
+* prepare(): parse, check apikeys, look the hosts and the earlier runs up with one query
+  each; invalid messages, unknown accounts and redeliveries already recorded are decided
+  here, without running anything;
+* record(): once the actions ran (execution.py), record every successful run in one
+  transaction and instruct each delivery.
+
+Only then are the instructions returned; the I/O thread carries them out (reply, retry,
+dead-letter, ack), so nothing is acknowledged before the commit.  A batch is a bulkhead,
+never a shared fate: a failure that is not infrastructure (the database refusing one
+message's values, say) is narrowed down to the messages causing it (isolation.py), and
+only those are dead-lettered.  A message that came back unsettled is processed alone, and
+once it has come back `crash_limit` times it is dead-lettered as having crashed the worker.
 """
 
 from __future__ import annotations
@@ -55,28 +61,12 @@ class BatchSettings:
 CRASHED_REASON = "crashed the worker"
 
 
-def _apikey_ok(expected: str | None, given: str) -> bool:
-    if expected is None:
-        return True
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+@dataclass(frozen=True)
+class Prepared:
+    """A group after its database look-ups: what is settled without running, and the actions to run."""
 
-
-def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str | int] | None:
-    if not delivery.reply_to:
-        return None
-    reply: dict[str, str | int] = {
-        "account_uuid": job.account_uuid,
-        "host": run.host,
-        "status": run.status,
-        "message_id": job.message_id,
-    }
-    if run.exit_status is not None:
-        reply["exit_status"] = run.exit_status
-    if run.stdout is not None:
-        reply["stdout"] = run.stdout
-    if run.stderr is not None:
-        reply["stderr"] = run.stderr
-    return reply
+    settled: tuple[Instruction, ...]
+    to_run: tuple[Pending, ...]
 
 
 def process_in_groups(
@@ -139,70 +129,6 @@ def process_in_groups(
             if rest:
                 yield requeue_all(rest, "database unavailable", database_down=True)
             return
-
-
-def process_batch(
-    deliveries: Sequence[Delivery],
-    store: Store,
-    action: Action,
-    settings: BatchSettings,
-    logger: logging.Logger | None = None,
-    *,
-    pool: Executor | None = None,
-) -> BatchResult:
-    """process_in_groups as one result: one instruction per delivery, in delivery order."""
-    results = list(process_in_groups(deliveries, store, action, settings, logger, pool=pool))
-    if len(results) == 1:
-        return results[0]
-    by_delivery = {id(i.delivery): i for result in results for i in result.instructions}
-    return BatchResult(
-        tuple(by_delivery[id(d)] for d in deliveries), database_down=any(r.database_down for r in results)
-    )
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A group after its database look-ups: what is settled without running, and the actions to run."""
-
-    settled: tuple[Instruction, ...]
-    to_run: tuple[Pending, ...]
-
-
-def _failed(
-    delivery: Delivery,
-    error: BaseException,
-    settings: BatchSettings,
-    log: logging.Logger,
-    *,
-    attempt: int = 1,
-    job: Job | None = None,
-) -> Instruction:
-    decision = decide(error, attempt, settings.max_attempts, settings.retry_delay_ms)
-    log_event(
-        log,
-        logging.WARNING,
-        "job_failed",
-        message_id=job.message_id if job else shown_message_id(delivery.message_id),
-        account_uuid=job.account_uuid if job else None,
-        attempt=attempt,
-        decision=decision.verdict,
-        reason=reason_of(decision),
-    )
-    return Instruction(delivery, decision)
-
-
-def _acked(delivery: Delivery, job: Job, run: RecordedRun, duplicate: bool, log: logging.Logger) -> Instruction:
-    log_event(
-        log,
-        logging.DEBUG,
-        "job_duplicate" if duplicate else "job_done",
-        message_id=job.message_id,
-        account_uuid=job.account_uuid,
-        host=run.host,
-        status=run.status,
-        attempt=job.attempt,
-    )
-    return Instruction(delivery, Ack(duplicate), _reply(delivery, job, run))
 
 
 def prepare(
@@ -324,16 +250,6 @@ def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, 
     return BatchResult(tuple(instructions))
 
 
-def _reason(result: BatchResult) -> str:
-    decision = result.instructions[0].decision if result.instructions else None
-    return decision.reason if isinstance(decision, Requeue) else "database unavailable"
-
-
-def _in_order(deliveries: Sequence[Delivery], *parts: Sequence[Instruction]) -> BatchResult:
-    by_delivery = {id(i.delivery): i for part in parts for i in part}
-    return BatchResult(tuple(by_delivery[id(d)] for d in deliveries))
-
-
 def log_done(log: logging.Logger, instructions: Sequence[Instruction]) -> None:
     """The batch_done line: jobs acked (duplicates among them) and the others."""
     done = duplicates = 0
@@ -412,3 +328,74 @@ def _look_up(
         if error is not None:
             fail(index, error, job.attempt, job)
     return hosts, done_before
+
+
+def _failed(
+    delivery: Delivery,
+    error: BaseException,
+    settings: BatchSettings,
+    log: logging.Logger,
+    *,
+    attempt: int = 1,
+    job: Job | None = None,
+) -> Instruction:
+    decision = decide(error, attempt, settings.max_attempts, settings.retry_delay_ms)
+    log_event(
+        log,
+        logging.WARNING,
+        "job_failed",
+        message_id=job.message_id if job else shown_message_id(delivery.message_id),
+        account_uuid=job.account_uuid if job else None,
+        attempt=attempt,
+        decision=decision.verdict,
+        reason=reason_of(decision),
+    )
+    return Instruction(delivery, decision)
+
+
+def _acked(delivery: Delivery, job: Job, run: RecordedRun, duplicate: bool, log: logging.Logger) -> Instruction:
+    log_event(
+        log,
+        logging.DEBUG,
+        "job_duplicate" if duplicate else "job_done",
+        message_id=job.message_id,
+        account_uuid=job.account_uuid,
+        host=run.host,
+        status=run.status,
+        attempt=job.attempt,
+    )
+    return Instruction(delivery, Ack(duplicate), _reply(delivery, job, run))
+
+
+def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str | int] | None:
+    if not delivery.reply_to:
+        return None
+    reply: dict[str, str | int] = {
+        "account_uuid": job.account_uuid,
+        "host": run.host,
+        "status": run.status,
+        "message_id": job.message_id,
+    }
+    if run.exit_status is not None:
+        reply["exit_status"] = run.exit_status
+    if run.stdout is not None:
+        reply["stdout"] = run.stdout
+    if run.stderr is not None:
+        reply["stderr"] = run.stderr
+    return reply
+
+
+def _apikey_ok(expected: str | None, given: str) -> bool:
+    if expected is None:
+        return True
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _reason(result: BatchResult) -> str:
+    decision = result.instructions[0].decision if result.instructions else None
+    return decision.reason if isinstance(decision, Requeue) else "database unavailable"
+
+
+def _in_order(deliveries: Sequence[Delivery], *parts: Sequence[Instruction]) -> BatchResult:
+    by_delivery = {id(i.delivery): i for part in parts for i in part}
+    return BatchResult(tuple(by_delivery[id(d)] for d in deliveries))
