@@ -12,7 +12,7 @@ import pytest
 from account_worker.batch import process_in_groups
 from account_worker.config import load_config
 from account_worker.db import Database
-from account_worker.decisions import Ack, DeadLetter
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind
 from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.isolation import narrow
@@ -89,7 +89,9 @@ def test_a_record_the_database_rejects_is_dead_lettered_alone(store):
     batch = [delivery(t, "u1" if t % 2 else "u2") for t in range(1, 9)]
     result = process_batch(batch, store, FakeAction(), SETTINGS)
     assert outcome(result) == ["Ack"] * 3 + ["DeadLetter"] + ["Ack"] * 4
-    assert result.instructions[3].decision == DeadLetter("record rejected by the database: value out of range: m4")
+    assert result.instructions[3].decision == DeadLetter(
+        DeadLetterKind.RECORD_REJECTED, "record rejected by the database: value out of range: m4"
+    )
     assert set(store.runs) == {f"m{t}" for t in range(1, 9)} - {"m4"}
     assert not result.database_down
 
@@ -137,6 +139,7 @@ def test_a_message_returned_crash_limit_times_is_dead_lettered_unprocessed(store
     assert outcome(result) == ["Ack", "DeadLetter", "Ack"]
     reason = result.instructions[1].decision.reason
     assert reason.startswith("crashed the worker")
+    assert result.instructions[1].decision.kind is DeadLetterKind.CRASHED_WORKER
     assert [mid for mid, _ in action.calls] == ["m1", "m3"]
 
 

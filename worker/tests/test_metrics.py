@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from account_worker.batch import CRASHED_REASON
 from account_worker.config import load_config
-from account_worker.decisions import Ack, DeadLetter, Requeue, Retry, decide
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Requeue, Retry, decide
 from account_worker.delivery import Delivery, Instruction
 from account_worker.errors import (
     BadApiKey,
@@ -29,7 +29,7 @@ from account_worker.metrics import (
     WorkerMetrics,
     make_app,
     new_registry,
-    reason_class,
+    reason_label,
     serve,
 )
 from account_worker.session import Session
@@ -79,9 +79,9 @@ def test_each_decision_counts_under_its_own_outcome(registry, metrics, clock):
         Ack(),
         Ack(duplicate=True),
         Retry(2, 100, "action failed: TransientJobError: x"),
-        DeadLetter("invalid message: not JSON"),
-        DeadLetter("unknown account: u9"),
-        DeadLetter(f"{CRASHED_REASON} (returned to the queue unsettled 3 times)"),
+        DeadLetter(DeadLetterKind.INVALID_MESSAGE, "invalid message: not JSON"),
+        DeadLetter(DeadLetterKind.UNKNOWN_ACCOUNT, "unknown account: u9"),
+        DeadLetter(DeadLetterKind.CRASHED_WORKER, f"{CRASHED_REASON} (returned to the queue unsettled 3 times)"),
         Requeue("database unavailable"),
     ]
     for tag, decision in enumerate(decisions, start=1):
@@ -118,11 +118,41 @@ def test_each_decision_counts_under_its_own_outcome(registry, metrics, clock):
 def test_every_dead_letter_reason_the_worker_gives_has_its_class(error, label):
     decision = decide(error, 5, 5, 1000)
     assert isinstance(decision, DeadLetter)
-    assert reason_class(decision.reason) == label
+    assert reason_label(decision.kind) == label
 
 
-def test_an_unknown_reason_is_other_not_a_new_label():
-    assert reason_class("something new: 123e4567") == OTHER_REASON
+# The label values the monitoring rules, dashboards and live tests know (roles/monitoring, tests/monitoring).
+EXPORTED_LABELS = {
+    DeadLetterKind.INVALID_MESSAGE: "invalid_message",
+    DeadLetterKind.UNKNOWN_ACCOUNT: "unknown_account",
+    DeadLetterKind.BAD_APIKEY: "bad_apikey",
+    DeadLetterKind.RECORD_REJECTED: "record_rejected",
+    DeadLetterKind.ACTION_FAILED: "action_failed",
+    DeadLetterKind.RETRIES_EXHAUSTED: "retries_exhausted",
+    DeadLetterKind.CRASHED_WORKER: "crashed_worker",
+}
+
+
+@pytest.mark.parametrize("kind", list(DeadLetterKind), ids=str)
+def test_every_dead_letter_kind_counts_under_its_exported_label(registry, metrics, kind):
+    assert reason_label(kind) == EXPORTED_LABELS[kind]
+    metrics.settled(delivery(1), DeadLetter(kind, "whatever the text says"))
+    assert jobs(registry, "dead_lettered", EXPORTED_LABELS[kind]) == 1
+    others = {label for label in EXPORTED_LABELS.values() if label != EXPORTED_LABELS[kind]} | {OTHER_REASON}
+    assert all(jobs(registry, "dead_lettered", label) == 0 for label in others)
+
+
+def test_the_dead_letter_labels_are_the_ones_exported_before_kinds_other_included_at_zero(registry, metrics):
+    assert set(EXPORTED_LABELS) == set(DeadLetterKind)
+    exported = {
+        sample.labels["reason"]
+        for family in registry.collect()
+        if family.name == "account_worker_jobs"
+        for sample in family.samples
+        if sample.labels.get("outcome") == "dead_lettered" and sample.name == "account_worker_jobs_total"
+    }
+    assert exported == {*EXPORTED_LABELS.values(), OTHER_REASON}
+    assert OTHER_REASON not in {reason_label(kind) for kind in DeadLetterKind}
 
 
 def test_in_flight_follows_received_and_settled_and_resets_on_connection_loss(registry, metrics):
@@ -257,7 +287,7 @@ def test_session_reports_each_settlement_to_the_observer(env, registry, metrics)
             Instruction(got[0], Ack()),
             Instruction(got[1], Ack(duplicate=True)),
             Instruction(got[2], Retry(2, 10, "action failed: x")),
-            Instruction(got[3], DeadLetter("bad apikey")),
+            Instruction(got[3], DeadLetter(DeadLetterKind.BAD_APIKEY, "bad apikey")),
             Instruction(got[4], Requeue("database unavailable")),
         ]
     )

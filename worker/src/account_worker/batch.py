@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from account_worker.actions import Action
 from account_worker.config import Config
-from account_worker.decisions import Ack, DeadLetter, Requeue, decide, reason_of
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Requeue, decide, reason_of
 from account_worker.delivery import BatchResult, Delivery, Instruction, requeue_all
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
 from account_worker.execution import Finished, Pending, finished_deliveries, run_actions, run_followers
@@ -93,7 +93,9 @@ def process_in_groups(
     for delivery in deliveries:
         returned = delivery_count(delivery.headers)
         if returned >= settings.crash_limit:
-            decision = DeadLetter(f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)")
+            decision = DeadLetter(
+                DeadLetterKind.CRASHED_WORKER, f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)"
+            )
             log_event(
                 log,
                 logging.ERROR,

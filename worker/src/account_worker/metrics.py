@@ -30,24 +30,16 @@ from prometheus_client import (
     make_wsgi_app,
 )
 
-from account_worker.batch import CRASHED_REASON
 from account_worker.config import Config
-from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, Retry
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Decision, Requeue, Retry
 from account_worker.delivery import Delivery
 from account_worker.logsetup import log_event
 
 OUTCOMES = ("done", "duplicate", "retried", "requeued", "dead_lettered")
 
-# Dead-letter reasons (decisions.decide, batch.CRASHED_REASON) by their leading words.
-REASON_CLASSES = (
-    ("invalid message", "invalid_message"),
-    ("unknown account", "unknown_account"),
-    ("bad apikey", "bad_apikey"),
-    ("record rejected", "record_rejected"),
-    ("action failed", "action_failed"),
-    ("retries exhausted", "retries_exhausted"),
-    (CRASHED_REASON, "crashed_worker"),
-)
+# A dead letter's `reason` label is its kind (decisions.DeadLetterKind).  "other" was the label
+# of a reason of no known class before dead letters carried a kind; no dead letter gets it now,
+# and its series stays exported (at 0) so the label set the monitoring sees does not change.
 OTHER_REASON = "other"
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -55,12 +47,9 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 PROBE_TICK_SECONDS = 1.0
 
 
-def reason_class(reason: str) -> str:
-    """The bounded label value of a dead-letter reason (reasons themselves carry ids and messages)."""
-    for prefix, label in REASON_CLASSES:
-        if reason.startswith(prefix):
-            return label
-    return OTHER_REASON
+def reason_label(kind: DeadLetterKind) -> str:
+    """The bounded label value of a dead letter (its reason text carries ids and messages)."""
+    return kind.value
 
 
 class WorkerMetrics:
@@ -93,8 +82,8 @@ class WorkerMetrics:
         self._duplicate = self.jobs.labels("duplicate", "")
         self._retried = self.jobs.labels("retried", "")
         self._requeued = self.jobs.labels("requeued", "")
-        self._dead = {label: self.jobs.labels("dead_lettered", label) for _, label in REASON_CLASSES}
-        self._dead[OTHER_REASON] = self.jobs.labels("dead_lettered", OTHER_REASON)
+        self._dead = {kind: self.jobs.labels("dead_lettered", reason_label(kind)) for kind in DeadLetterKind}
+        self.jobs.labels("dead_lettered", OTHER_REASON)
         self.duration = Histogram(
             "account_worker_job_duration_seconds",
             "Seconds from a delivery's arrival to its settlement (done, duplicate, retried, dead-lettered)",
@@ -132,8 +121,8 @@ class WorkerMetrics:
                 self._last_success = self._wall_clock()
             case Retry():
                 self._retried.inc()
-            case DeadLetter(reason=reason):
-                self._dead[reason_class(reason)].inc()
+            case DeadLetter(kind=kind):
+                self._dead[kind].inc()
             case Requeue():
                 self._requeued.inc()
                 return
