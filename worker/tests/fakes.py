@@ -1,7 +1,7 @@
 """Stand-ins for the worker's collaborators, shared by the test modules.
 
 pika (Broker, FakeConnection, FakeChannel, RecordingChannel), the store and database
-(FakeStore, FakeDatabase), psycopg (Connector, FakeConn), the job action (FakeAction)
+(FakeStore, FakeJobStore), psycopg (Connector, FakeConn), the job action (FakeAction)
 and a clock (Clock); settings from a default Config (batch_settings, ssh_settings) and
 the batch core as one result (process_batch).  Test modules import from here, never
 from each other.
@@ -144,8 +144,8 @@ class FakeStore:
         return out
 
 
-class FakeDatabase(FakeStore):
-    """A FakeStore that can be pinged and closed (store.Database); `ping_failures` pings fail first."""
+class FakeJobStore(FakeStore):
+    """A FakeStore that can be pinged and closed (store.JobStore); `ping_failures` pings fail first."""
 
     def __init__(self, accounts: dict[str, str]) -> None:
         super().__init__(accounts)

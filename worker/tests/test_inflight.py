@@ -20,7 +20,7 @@ from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import TransientJobError
 from account_worker.inflight import Settler
 from account_worker.runner import Runner
-from fakes import Broker, FakeDatabase, FakeStore, GatedAction, batch_settings, wait_for
+from fakes import Broker, FakeJobStore, FakeStore, GatedAction, batch_settings, wait_for
 
 SOURCE = object()
 SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1000, apikey="key")
@@ -195,7 +195,7 @@ def start(cfg, store, action, broker):
 
 def test_a_slow_job_does_not_delay_the_acks_of_the_others(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1", "slow": "h-slow"})
+    store = FakeJobStore({"u1": "h1", "slow": "h-slow"})
     gate = threading.Event()
     action = GatedAction({"slow": gate})
     broker.publish("slow", account="slow")
@@ -216,7 +216,7 @@ def test_a_slow_job_does_not_delay_the_acks_of_the_others(cfg):
 
 def test_on_stop_the_jobs_in_flight_finish_and_are_acked_and_the_rest_given_back(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1", "slow": "h-slow"})
+    store = FakeJobStore({"u1": "h1", "slow": "h-slow"})
     gate = threading.Event()
     action = GatedAction({"slow": gate})
     for n in range(4):
@@ -238,7 +238,7 @@ def test_on_stop_the_jobs_in_flight_finish_and_are_acked_and_the_rest_given_back
 
 def test_database_down_while_jobs_run_requeues_them_then_resumes(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1", "slow": "h-slow"})
+    store = FakeJobStore({"u1": "h1", "slow": "h-slow"})
     gate = threading.Event()
     action = GatedAction({"slow": gate})
     broker.publish("s0", account="slow")

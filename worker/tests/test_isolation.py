@@ -18,7 +18,7 @@ from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.isolation import narrow
 from account_worker.jobloop import Crashed, JobLoop
 from account_worker.store import Run
-from fakes import Connector, FakeAction, FakeDatabase, FakeStore, batch_settings, process_batch
+from fakes import Connector, FakeAction, FakeJobStore, FakeStore, batch_settings, process_batch
 
 SOURCE = object()
 SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1500, apikey="key", crash_limit=3)
@@ -181,7 +181,7 @@ def test_a_crash_on_a_suspect_comes_after_the_fresh_results_are_posted(env):
 
     loop = JobLoop(
         cfg,
-        FakeDatabase({"u1": "h1", "boom": "h2"}),
+        FakeJobStore({"u1": "h1", "boom": "h2"}),
         FakeAction({"boom": Bug("segfault-ish")}),
         deliveries,
         post=posts.append,

@@ -28,7 +28,7 @@ from account_worker.errors import DatabaseUnavailable
 from account_worker.inflight import Settler
 from account_worker.logsetup import log_event
 from account_worker.redact import redact
-from account_worker.store import Database
+from account_worker.store import JobStore
 
 # A database outage is waited out with the jobs safely queued in the broker; a
 # low cap on the ping interval resumes work within seconds of its return.
@@ -84,7 +84,7 @@ class JobLoop:
     def __init__(
         self,
         cfg: Config,
-        database: Database,
+        store: JobStore,
         action: Action,
         deliveries: queue.Queue[Delivery],
         *,
@@ -94,7 +94,7 @@ class JobLoop:
         logger: logging.Logger,
     ) -> None:
         self._cfg = cfg
-        self._db = database
+        self._store = store
         self._action = action
         self._deliveries = deliveries
         self._post = post
@@ -145,7 +145,7 @@ class JobLoop:
                 # process, what was decided before it is settled (the I/O thread applies reports
                 # in order, the crash last).
                 for result in process_in_groups(
-                    batch, self._db, self._action, self._settings, self._log, pool=self._pool
+                    batch, self._store, self._action, self._settings, self._log, pool=self._pool
                 ):
                     self._post(result)
                     database_down = database_down or result.database_down
@@ -160,7 +160,7 @@ class JobLoop:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
-            self._db.close()
+            self._store.close()
 
     def _run_concurrent(self, pool: ThreadPoolExecutor) -> None:
         """Take while there is room, record what finished; on stop, let what is in flight finish.
@@ -168,7 +168,13 @@ class JobLoop:
         The I/O thread bounds the drain: it waits for this thread up to the shutdown grace.
         """
         settler = Settler(
-            self._db, self._action, self._settings, self._log, pool=pool, limit=self._cfg.concurrency, post=self._post
+            self._store,
+            self._action,
+            self._settings,
+            self._log,
+            pool=pool,
+            limit=self._cfg.concurrency,
+            post=self._post,
         )
         try:
             while not self._stop.is_set():
@@ -199,7 +205,7 @@ class JobLoop:
         attempt = 0
         while not self._stop.is_set():
             try:
-                self._db.ping()
+                self._store.ping()
                 return True
             except DatabaseUnavailable as exc:
                 delay = backoff_delay(attempt, base=0.5, cap=DB_BACKOFF_CAP, random=self._random)

@@ -22,14 +22,14 @@ from account_worker.ioloop import IOLoop
 from account_worker.jobloop import JobLoop
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.observe import NO_OBSERVER, Observer
-from account_worker.store import Database
+from account_worker.store import JobStore
 
 
 class Runner:
     def __init__(
         self,
         cfg: Config,
-        database: Database,
+        store: JobStore,
         action: Action,
         stop: threading.Event,
         *,
@@ -44,7 +44,7 @@ class Runner:
         self._io = IOLoop(cfg, stop, deliveries, connect=connect, random=random, logger=self._log, observer=observer)
         self._job = JobLoop(
             cfg,
-            database,
+            store,
             action,
             deliveries,
             post=self._io.post,
