@@ -16,7 +16,7 @@ from account_worker.decisions import Ack, DeadLetter, DeadLetterKind
 from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.isolation import narrow
-from account_worker.jobloop import Crashed, JobLoop
+from account_worker.job_thread import Crashed, JobThread
 from account_worker.store import Run
 from fakes import Connector, FakeAction, FakeJobStore, FakeStore, batch_settings, process_batch
 
@@ -179,7 +179,7 @@ def test_a_crash_on_a_suspect_comes_after_the_fresh_results_are_posted(env):
     class Bug(BaseException):
         pass
 
-    loop = JobLoop(
+    job_thread = JobThread(
         cfg,
         FakeJobStore({"u1": "h1", "boom": "h2"}),
         FakeAction({"boom": Bug("segfault-ish")}),
@@ -189,9 +189,9 @@ def test_a_crash_on_a_suspect_comes_after_the_fresh_results_are_posted(env):
         random=lambda: 0.0,
         logger=logging.getLogger("account_worker"),
     )
-    loop.start()
-    loop.join(5)
-    assert not loop.is_alive()
+    job_thread.start()
+    job_thread.join(5)
+    assert not job_thread.is_alive()
     assert isinstance(posts[-1], Crashed) and isinstance(posts[-1].error, Bug)
     settled = [
         (i.delivery.message_id, type(i.decision))

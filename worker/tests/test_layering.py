@@ -17,7 +17,7 @@ CORE = [
     "decisions",
     "messages",
     "store",
-    "jobloop",
+    "job_thread",
     "actions",
     "errors",
     "backoff",

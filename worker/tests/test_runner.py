@@ -1,4 +1,4 @@
-"""The worker (façade, I/O loop, job loop) against an in-memory stand-in for pika's BlockingConnection."""
+"""The worker (façade, I/O thread, job thread) against an in-memory stand-in for pika's BlockingConnection."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from account_worker.config import load_config
 from account_worker.delivery import Delivery
 from account_worker.errors import JobThreadCrashed, TransientJobError
-from account_worker.jobloop import take_batch
+from account_worker.job_thread import take_batch
 from account_worker.runner import Runner
 from fakes import Broker, FakeAction, FakeJobStore, wait_for
 

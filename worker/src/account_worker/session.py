@@ -68,7 +68,7 @@ class Session:
 
     def wake(self, callback: Callable[[], None]) -> None:
         """Have the I/O thread run `callback` soon; safe from any thread, a no-op once the connection is gone."""
-        # A closed connection raises; the I/O loop drains its inbox on its own anyway.
+        # A closed connection raises; the I/O thread drains its inbox on its own anyway.
         with contextlib.suppress(Exception):
             self._conn.add_callback_threadsafe(callback)
 

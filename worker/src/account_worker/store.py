@@ -1,6 +1,6 @@
 """What the worker core needs from the database: the record types and the store protocols.
 
-The core (batch, inflight, jobloop) depends on these; the psycopg adapter (db.py) implements them.
+The core (batch, inflight, job_thread) depends on these; the psycopg adapter (db.py) implements them.
 """
 
 from __future__ import annotations

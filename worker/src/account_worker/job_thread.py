@@ -78,7 +78,7 @@ def take_batch(
     return batch
 
 
-class JobLoop:
+class JobThread:
     """The job thread and its stop flag; start() runs it, stop() asks it to finish its batch and return."""
 
     def __init__(
