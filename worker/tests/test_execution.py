@@ -13,7 +13,7 @@ from account_worker.decisions import Ack, Retry
 from account_worker.delivery import Delivery
 from account_worker.errors import DatabaseUnavailable, TransientJobError
 from account_worker.execution import Finished, Pending, finished_deliveries, next_duplicate, run_followers, run_one
-from account_worker.inflight import Settler
+from account_worker.inflight import Recorder
 from account_worker.messages import Job
 from fakes import FakeAction, FakeStore, batch_settings, process_batch
 
@@ -121,9 +121,9 @@ def _batch(take, store, action):
 def _concurrent(take, store, action):
     posted: list = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        settler = Settler(store, action, SETTINGS, logging.getLogger("t"), pool=pool, limit=4, post=posted.append)
-        settler.take(take)
-        settler.drain()
+        recorder = Recorder(store, action, SETTINGS, logging.getLogger("t"), pool=pool, limit=4, post=posted.append)
+        recorder.take(take)
+        recorder.drain()
     return {i.delivery.tag: i.decision for result in posted for i in result.instructions}
 
 

@@ -63,9 +63,9 @@ CRASHED_REASON = "crashed the worker"
 
 @dataclass(frozen=True)
 class Prepared:
-    """A group after its database look-ups: what is settled without running, and the actions to run."""
+    """A group after its database look-ups: what is decided without running, and the actions to run."""
 
-    settled: tuple[Instruction, ...]
+    decided: tuple[Instruction, ...]
     to_run: tuple[Pending, ...]
 
 
@@ -138,16 +138,16 @@ def prepare(
 ) -> Prepared | BatchResult:
     """Parse, check apikeys, look hosts and earlier runs up (batched); a BatchResult if the database is down.
 
-    Settled here: invalid messages, bad apikeys, unknown accounts, values the database
+    Decided here: invalid messages, bad apikeys, unknown accounts, values the database
     refuses, and redeliveries recorded before (acked as duplicates, no second side effect).
     """
-    settled: list[Instruction] = []
+    decided: list[Instruction] = []
     jobs: list[tuple[int, Job]] = []
     failed: set[int] = set()
 
     def fail(index: int, error: BaseException, attempt: int = 1, job: Job | None = None) -> None:
         failed.add(index)
-        settled.append(_failed(deliveries[index], error, settings, log, attempt=attempt, job=job))
+        decided.append(_failed(deliveries[index], error, settings, log, attempt=attempt, job=job))
 
     for index, delivery in enumerate(deliveries):
         try:
@@ -185,12 +185,12 @@ def prepare(
         delivery = deliveries[index]
         before = done_before.get(job.message_id)
         if before is not None:  # redelivery: no second side effect
-            settled.append(_acked(delivery, job, before, True, log))
+            decided.append(_acked(delivery, job, before, True, log))
         elif job.message_id in to_run:  # duplicate within this group: only runs if the first one failed
             to_run[job.message_id].followers.append((delivery, job))
         else:
             to_run[job.message_id] = Pending(delivery, job, host)
-    return Prepared(tuple(settled), tuple(to_run.values()))
+    return Prepared(tuple(decided), tuple(to_run.values()))
 
 
 def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, log: logging.Logger) -> BatchResult:
@@ -295,7 +295,7 @@ def _process_group(
     recorded = record(finished, store, settings, log)
     if recorded.database_down:
         return requeue_all(deliveries, _reason(recorded), database_down=True)
-    done = _in_order(deliveries, prepared.settled, recorded.instructions)
+    done = _in_order(deliveries, prepared.decided, recorded.instructions)
     log_done(log, done.instructions)
     return done
 

@@ -1,7 +1,7 @@
 """The delivery types the two threads exchange: a message as received, what to do with it.
 
 A Delivery comes in from the I/O thread; the job thread answers with a BatchResult, one
-Instruction (a decisions.Decision, and a reply for an Ack) per delivery it settles.  No
+Instruction (a decisions.Decision, and a reply for an Ack) per delivery it has decided.  No
 pika here: the broker's objects stay opaque.
 """
 

@@ -2,7 +2,7 @@
 
 With WORKER_CONCURRENCY 1 it takes a batch, processes it (batch.process_in_groups) and
 posts its results before taking the next.  With more, it keeps up to that many actions
-in flight and records them in completion order (inflight.Settler): a slow job holds back
+in flight and records them in completion order (inflight.Recorder): a slow job holds back
 only its own delivery.
 
 It owns the database and never touches pika.  Everything it has to say to the I/O
@@ -25,7 +25,7 @@ from account_worker.batch import BatchSettings, process_in_groups
 from account_worker.config import Config
 from account_worker.delivery import BatchResult, Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable
-from account_worker.inflight import Settler
+from account_worker.inflight import Recorder
 from account_worker.logsetup import log_event
 from account_worker.redact import redact
 from account_worker.store import JobStore
@@ -39,7 +39,7 @@ BATCH_WAIT_SECONDS = 0.2
 
 # With actions in flight and room for more: how long one wait for new deliveries lasts before
 # the finished actions are recorded (the wake-up latency of either kind of news).
-SETTLE_POLL_SECONDS = 0.02
+RECORD_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class JobThread:
 
         The I/O thread bounds the drain: it waits for this thread up to the shutdown grace.
         """
-        settler = Settler(
+        recorder = Recorder(
             self._store,
             self._action,
             self._settings,
@@ -178,27 +178,27 @@ class JobThread:
         )
         try:
             while not self._stop.is_set():
-                room = settler.room
+                room = recorder.room
                 batch: list[Delivery] = []
                 if room:
-                    wait = SETTLE_POLL_SECONDS if settler.in_flight else BATCH_WAIT_SECONDS
+                    wait = RECORD_POLL_SECONDS if recorder.in_flight else BATCH_WAIT_SECONDS
                     batch = take_batch(self._deliveries, min(self._cfg.batch_size, room), wait, self._is_current)
                 if batch and self._stop.is_set():
                     self._post(requeue_all(batch, "shutting down", database_down=False))
                     break
                 if batch:
-                    settler.take(batch)
-                settler.settle(0 if room else BATCH_WAIT_SECONDS)
-                if settler.database_down:
-                    settler.drain()  # what is still running is given back as it finishes
+                    recorder.take(batch)
+                recorder.record_finished(0 if room else BATCH_WAIT_SECONDS)
+                if recorder.database_down:
+                    recorder.drain()  # what is still running is given back as it finishes
                     log_event(self._log, logging.WARNING, "database_unavailable")
                     if not self._wait_for_database():
                         return
-                    settler.resume()
+                    recorder.resume()
                     self._post(Resume())
         finally:
             if self._stop.is_set():
-                settler.drain()
+                recorder.drain()
 
     def _wait_for_database(self) -> bool:
         """Ping until the database answers (capped backoff + jitter); False if told to stop."""
