@@ -28,7 +28,7 @@ from account_worker.config import Config, load_config
 from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.messages import Job
-from account_worker.ssh import SshSettings
+from account_worker.ssh_pool import SshSettings
 from account_worker.store import RecordedRun, Run, Store
 
 # ---------------------------------------------------------------------------- settings

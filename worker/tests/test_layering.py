@@ -31,6 +31,7 @@ OUTSIDE_CORE = {
     "account_worker.amqp",
     "account_worker.session",
     "account_worker.ssh",
+    "account_worker.ssh_pool",
 }
 
 

@@ -52,7 +52,8 @@ def build_action(cfg: Config) -> Action:
     if cfg.action != SSH_ACTION:
         return load_action(cfg.action)
     from account_worker.commands import load_allow_list  # noqa: PLC0415 - paramiko only when used
-    from account_worker.ssh import SshAction, SshSettings  # noqa: PLC0415
+    from account_worker.ssh import SshAction  # noqa: PLC0415
+    from account_worker.ssh_pool import SshSettings  # noqa: PLC0415
 
     assert cfg.ssh_commands  # load_config requires it with the ssh action
     return SshAction(SshSettings.from_config(cfg), load_allow_list(cfg.ssh_commands))
