@@ -17,7 +17,7 @@ from account_worker.config import SSH_ACTION, Config, load_config
 from account_worker.db import Database, HostCache
 from account_worker.errors import ConfigError
 from account_worker.logsetup import log_event, setup_logging
-from account_worker.metrics import Instrumentation, serve
+from account_worker.metrics_server import Instrumentation, serve
 from account_worker.observe import NO_OBSERVER
 from account_worker.runner import Runner
 
