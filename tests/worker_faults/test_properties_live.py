@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+import strategies
 from account_worker.db import Database
 from account_worker.decisions import Ack, DeadLetter
 from account_worker.delivery import Delivery
@@ -38,18 +39,8 @@ QUIET.addHandler(logging.NullHandler())
 QUIET.propagate = False
 EXAMPLES = {"batches": 0, "deliveries": 0, "ack": 0, "dead_letter": 0}  # deliveries: drawn, discarded ones too
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**80), max_value=2**80),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=30),
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=12,
-)
+scalars = strategies.scalars(max_text=30)
+json_values = strategies.json_values(scalars, max_items=3, max_key=6, max_leaves=12)
 fields = st.one_of(
     st.text(max_size=300), st.sampled_from(["", "\x00", "\ud800", "x" * 256, "a\nb", "a\x00b"]), json_values
 )

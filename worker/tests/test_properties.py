@@ -17,6 +17,7 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+import strategies
 from account_worker.decisions import Ack, DeadLetter, Retry
 from account_worker.delivery import Delivery
 from account_worker.errors import InvalidMessage, RecordRejected, TransientJobError
@@ -36,18 +37,8 @@ INT4_MAX = 2**31 - 1
 
 # ---------------------------------------------------------------------------- strategies
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**80), max_value=2**80),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=40),
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=20,
-)
+scalars = strategies.scalars(max_text=40)
+json_values = strategies.json_values(scalars, max_items=4, max_key=8, max_leaves=20)
 texts = st.one_of(
     st.text(max_size=300),
     st.text(alphabet=string.printable, max_size=300),
