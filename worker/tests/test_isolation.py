@@ -15,7 +15,7 @@ from account_worker.db import Database
 from account_worker.decisions import Ack, DeadLetter, DeadLetterKind
 from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import DatabaseUnavailable, RecordRejected
-from account_worker.isolation import narrow
+from account_worker.isolation import narrow, split_by_returns
 from account_worker.job_thread import Crashed, JobThread
 from account_worker.store import Run
 from fakes import Connector, FakeAction, FakeJobStore, FakeStore, batch_settings, process_batch
@@ -131,6 +131,14 @@ def test_an_outage_while_narrowing_requeues_everything(store):
 
 
 # ---------------------------------------------------------------------------- crash-loop guard
+
+
+def test_split_by_returns_sets_the_crashed_apart_and_the_suspects_alone_fewest_returns_first():
+    batch = [delivery(1, returned=2), delivery(2), delivery(3, returned=3), delivery(4), delivery(5, returned=1)]
+    crashed, groups = split_by_returns(batch, crash_limit=3)
+    assert [(d.message_id, n) for d, n in crashed] == [("m3", 3)]
+    assert [[d.message_id for d in group] for group in groups] == [["m2", "m4"], ["m5"], ["m1"]]
+    assert split_by_returns([delivery(1, returned=1)], crash_limit=3)[1] == [[delivery(1, returned=1)]]
 
 
 def test_a_message_returned_crash_limit_times_is_dead_lettered_unprocessed(store):

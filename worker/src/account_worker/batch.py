@@ -33,7 +33,7 @@ from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Requeue, d
 from account_worker.delivery import BatchResult, Delivery, Instruction, requeue_all
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
 from account_worker.execution import Finished, Pending, finished_deliveries, run_actions, run_followers
-from account_worker.isolation import as_rejected, narrow
+from account_worker.isolation import as_rejected, narrow, split_by_returns
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import Job, delivery_count, parse_job, shown_message_id
 from account_worker.store import RecordedRun, Run, Store
@@ -87,32 +87,9 @@ def process_in_groups(
     along.  Once the database is unavailable, what is left is requeued (database_down set).
     """
     log = logger or logging.getLogger(LOGGER_NAME)
-    crashed: list[Instruction] = []
-    clean: list[Delivery] = []
-    suspects: list[tuple[int, Delivery]] = []
-    for delivery in deliveries:
-        returned = delivery_count(delivery.headers)
-        if returned >= settings.crash_limit:
-            decision = DeadLetter(
-                DeadLetterKind.CRASHED_WORKER, f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)"
-            )
-            log_event(
-                log,
-                logging.ERROR,
-                "crash_loop_stopped",
-                message_id=shown_message_id(delivery.message_id),
-                delivery_count=returned,
-                decision=decision.verdict,
-                reason=decision.reason,
-            )
-            crashed.append(Instruction(delivery, decision))
-        elif returned:
-            suspects.append((returned, delivery))
-        else:
-            clean.append(delivery)
+    crashed, groups = split_by_returns(deliveries, settings.crash_limit)
     if crashed:
-        yield BatchResult(tuple(crashed))
-    groups = ([clean] if clean else []) + [[d] for _, d in sorted(suspects, key=lambda item: item[0])]
+        yield BatchResult(tuple(_crash_loop_stopped(delivery, returned, log) for delivery, returned in crashed))
     for number, group in enumerate(groups):
         returned = delivery_count(group[0].headers)
         if returned:
@@ -298,6 +275,22 @@ def _process_group(
     done = _in_order(deliveries, prepared.decided, recorded.instructions)
     log_done(log, done.instructions)
     return done
+
+
+def _crash_loop_stopped(delivery: Delivery, returned: int, log: logging.Logger) -> Instruction:
+    decision = DeadLetter(
+        DeadLetterKind.CRASHED_WORKER, f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)"
+    )
+    log_event(
+        log,
+        logging.ERROR,
+        "crash_loop_stopped",
+        message_id=shown_message_id(delivery.message_id),
+        delivery_count=returned,
+        decision=decision.verdict,
+        reason=decision.reason,
+    )
+    return Instruction(delivery, decision)
 
 
 def _look_up(
