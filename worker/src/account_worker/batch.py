@@ -250,7 +250,7 @@ def _process_group(
     *,
     pool: Executor | None = None,
 ) -> BatchResult:
-    """process_batch for deliveries processed together: one lookup, one record (narrowed on failure)."""
+    """Deliveries processed together: one look-up, one record (narrowed on failure), in delivery order."""
     prepared = prepare(deliveries, store, settings, log)
     if isinstance(prepared, BatchResult):
         return prepared
