@@ -241,6 +241,22 @@ def log_done(log: logging.Logger, instructions: Sequence[Instruction]) -> None:
         log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(instructions) - done)
 
 
+def _crash_loop_stopped(delivery: Delivery, returned: int, log: logging.Logger) -> Instruction:
+    decision = DeadLetter(
+        DeadLetterKind.CRASHED_WORKER, f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)"
+    )
+    log_event(
+        log,
+        logging.ERROR,
+        "crash_loop_stopped",
+        message_id=shown_message_id(delivery.message_id),
+        delivery_count=returned,
+        decision=decision.verdict,
+        reason=decision.reason,
+    )
+    return Instruction(delivery, decision)
+
+
 def _process_group(
     deliveries: Sequence[Delivery],
     store: Store,
@@ -275,22 +291,6 @@ def _process_group(
     done = _in_order(deliveries, prepared.decided, recorded.instructions)
     log_done(log, done.instructions)
     return done
-
-
-def _crash_loop_stopped(delivery: Delivery, returned: int, log: logging.Logger) -> Instruction:
-    decision = DeadLetter(
-        DeadLetterKind.CRASHED_WORKER, f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)"
-    )
-    log_event(
-        log,
-        logging.ERROR,
-        "crash_loop_stopped",
-        message_id=shown_message_id(delivery.message_id),
-        delivery_count=returned,
-        decision=decision.verdict,
-        reason=decision.reason,
-    )
-    return Instruction(delivery, decision)
 
 
 def _look_up(
