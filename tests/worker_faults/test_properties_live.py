@@ -20,13 +20,16 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from account_worker.batch import BatchSettings, Delivery, narrow, process_batch
+import strategies
 from account_worker.db import Database
 from account_worker.decisions import Ack, DeadLetter
+from account_worker.delivery import Delivery
 from account_worker.errors import RecordRejected
+from account_worker.isolation import narrow
 from account_worker.messages import Job
 from account_worker.store import Run
 from deployment import Env
+from fakes import batch_settings, process_batch
 from support.db import delete_rows
 
 LIVE = settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
@@ -36,18 +39,8 @@ QUIET.addHandler(logging.NullHandler())
 QUIET.propagate = False
 EXAMPLES = {"batches": 0, "deliveries": 0, "ack": 0, "dead_letter": 0}  # deliveries: drawn, discarded ones too
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**80), max_value=2**80),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=30),
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
-    max_leaves=12,
-)
+scalars = strategies.scalars(max_text=30)
+json_values = strategies.json_values(scalars, max_items=3, max_key=6, max_leaves=12)
 fields = st.one_of(
     st.text(max_size=300), st.sampled_from(["", "\x00", "\ud800", "x" * 256, "a\nb", "a\x00b"]), json_values
 )
@@ -133,7 +126,7 @@ def test_arbitrary_batches_against_postgresql_end_recorded_once_or_dead_lettered
     def run(batch: list[Delivery]) -> None:
         EXAMPLES["batches"] += 1
         result = process_batch(
-            batch, database, _done, BatchSettings(max_attempts=3, retry_delay_ms=10, apikey="it"), QUIET
+            batch, database, _done, batch_settings(max_attempts=3, retry_delay_ms=10, apikey="it"), QUIET
         )
         assert not result.database_down
         for instruction in result.instructions:

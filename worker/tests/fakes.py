@@ -1,25 +1,82 @@
 """Stand-ins for the worker's collaborators, shared by the test modules.
 
 pika (Broker, FakeConnection, FakeChannel, RecordingChannel), the store and database
-(FakeStore, FakeDatabase), psycopg (Connector, FakeConn), the job action (FakeAction)
-and a clock (Clock).  Test modules import from here, never from each other.
+(FakeStore, FakeJobStore), psycopg (Connector, FakeConn), the job action (FakeAction)
+and a clock (Clock); settings from a default Config (batch_settings, ssh_settings) and
+the batch core as one result (process_batch).  Test modules import from here, never
+from each other.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pika
 import pika.exceptions
 import psycopg
 
+from account_worker.actions import Action
+from account_worker.batch import BatchSettings, process_in_groups
+from account_worker.config import Config, load_config
+from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.messages import Job
-from account_worker.store import RecordedRun, Run
+from account_worker.ssh_pool import SshSettings
+from account_worker.store import RecordedRun, Run, Store
+
+# ---------------------------------------------------------------------------- settings
+
+
+def default_config(**environ: str) -> Config:
+    """A Config from the required variables and `environ`: every other setting at its default."""
+    return load_config({"WORKER_AMQP_URLS": "amqp://rabbit", "WORKER_DATABASE_URL": "postgresql://db/x", **environ})
+
+
+def batch_settings(**changes: Any) -> BatchSettings:
+    """The batch core's settings of a default Config, with `changes`."""
+    return replace(BatchSettings.from_config(default_config()), **changes)
+
+
+def ssh_settings(**changes: Any) -> SshSettings:
+    """The ssh action's settings of a default Config (ssh action, key /k, known hosts /kh), with `changes`."""
+    cfg = default_config(
+        WORKER_ACTION="ssh", WORKER_SSH_KEY_FILE="/k", WORKER_SSH_KNOWN_HOSTS="/kh", WORKER_SSH_COMMANDS="/c"
+    )
+    return replace(SshSettings.from_config(cfg), **changes)
+
+
+# ---------------------------------------------------------------------------- the batch core
+
+
+def process_batch(
+    deliveries: Sequence[Delivery],
+    store: Store,
+    action: Action,
+    settings: BatchSettings,
+    logger: logging.Logger | None = None,
+    *,
+    pool: Executor | None = None,
+) -> BatchResult:
+    """The batch core as one result: process_in_groups' results merged, one instruction per delivery, in order.
+
+    The job thread posts each group's result as it comes (a crash then loses no decision made
+    before it); tests look at the whole batch at once.
+    """
+    results = list(process_in_groups(deliveries, store, action, settings, logger, pool=pool))
+    if len(results) == 1:
+        return results[0]
+    by_delivery = {id(i.delivery): i for result in results for i in result.instructions}
+    return BatchResult(
+        tuple(by_delivery[id(d)] for d in deliveries), database_down=any(r.database_down for r in results)
+    )
+
 
 # ---------------------------------------------------------------------------- clock
 
@@ -87,8 +144,8 @@ class FakeStore:
         return out
 
 
-class FakeDatabase(FakeStore):
-    """A FakeStore that can be pinged and closed (store.Database); `ping_failures` pings fail first."""
+class FakeJobStore(FakeStore):
+    """A FakeStore that can be pinged and closed (store.JobStore); `ping_failures` pings fail first."""
 
     def __init__(self, accounts: dict[str, str]) -> None:
         super().__init__(accounts)

@@ -8,8 +8,8 @@ import pika.exceptions
 import pytest
 
 from account_worker import amqp
-from account_worker.batch import Delivery
 from account_worker.config import load_config
+from account_worker.delivery import Delivery
 from fakes import RecordingChannel
 
 

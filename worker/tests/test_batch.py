@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from account_worker.actions import Outcome
-from account_worker.batch import BatchSettings, Delivery, process_batch, requeue_all
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
+from account_worker.delivery import Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable, InvalidMessage, PermanentJobError, TransientJobError
 from account_worker.store import RecordedRun
-from fakes import FakeAction, FakeStore
+from fakes import FakeAction, FakeStore, batch_settings, process_batch
 
 SOURCE = object()  # the session the test deliveries arrived on
 
@@ -40,7 +40,7 @@ def delivery(
     )
 
 
-SETTINGS = BatchSettings(max_attempts=3, retry_delay_ms=1500, apikey="key")
+SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1500, apikey="key")
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_poison_is_dead_lettered_with_reasons(store):
 
 
 def test_apikey_not_checked_when_unset(store):
-    settings = BatchSettings(max_attempts=3, retry_delay_ms=0, apikey=None)
+    settings = batch_settings(max_attempts=3, retry_delay_ms=0, apikey=None)
     result = process_batch([delivery(1, apikey="anything")], store, FakeAction(), settings)
     assert verdicts(result) == [Ack]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from account_worker.decisions import Ack, DeadLetter, Requeue, Retry, decide, reason_of
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Requeue, Retry, decide, reason_of
 from account_worker.errors import (
     BadApiKey,
     DatabaseUnavailable,
@@ -19,18 +19,26 @@ def test_success_acks():
 
 
 @pytest.mark.parametrize(
-    ("error", "reason"),
+    ("error", "kind", "reason"),
     [
-        (InvalidMessage("body is not JSON"), "invalid message: body is not JSON"),
-        (UnknownAccount("u-9"), "unknown account: u-9"),
-        (BadApiKey(), "bad apikey"),
-        (PermanentJobError("host refused"), "action failed: PermanentJobError: host refused"),
-        (RecordRejected("integer out of range"), "record rejected by the database: integer out of range"),
+        (InvalidMessage("body is not JSON"), DeadLetterKind.INVALID_MESSAGE, "invalid message: body is not JSON"),
+        (UnknownAccount("u-9"), DeadLetterKind.UNKNOWN_ACCOUNT, "unknown account: u-9"),
+        (BadApiKey(), DeadLetterKind.BAD_APIKEY, "bad apikey"),
+        (
+            PermanentJobError("host refused"),
+            DeadLetterKind.ACTION_FAILED,
+            "action failed: PermanentJobError: host refused",
+        ),
+        (
+            RecordRejected("integer out of range"),
+            DeadLetterKind.RECORD_REJECTED,
+            "record rejected by the database: integer out of range",
+        ),
     ],
 )
-def test_poison_is_dead_lettered_immediately(error, reason):
+def test_poison_is_dead_lettered_immediately(error, kind, reason):
     for attempt in (1, 4):
-        assert decide(error, attempt, 5, 1000) == DeadLetter(reason)
+        assert decide(error, attempt, 5, 1000) == DeadLetter(kind, reason)
 
 
 def test_transient_retries_with_next_attempt():
@@ -45,6 +53,7 @@ def test_transient_retries_with_next_attempt():
 def test_transient_exhausted_dead_letters():
     decision = decide(TransientJobError("timeout"), 5, 5, 2500)
     assert isinstance(decision, DeadLetter)
+    assert decision.kind is DeadLetterKind.RETRIES_EXHAUSTED
     assert decision.reason.startswith("retries exhausted: ")
     assert "attempt 5 of 5" in decision.reason
     assert isinstance(decide(TransientJobError("x"), 9, 5, 0), DeadLetter)
@@ -74,6 +83,6 @@ def test_reason_is_bounded():
 
 
 def test_log_lines_keep_the_verdict_words():
-    decisions = [Ack(), Retry(2, 10, "r"), DeadLetter("d"), Requeue("q")]
+    decisions = [Ack(), Retry(2, 10, "r"), DeadLetter(DeadLetterKind.ACTION_FAILED, "d"), Requeue("q")]
     assert [d.verdict for d in decisions] == ["ack", "retry", "dead_letter", "requeue"]
     assert [reason_of(d) for d in decisions] == [None, "r", "d", "q"]

@@ -1,6 +1,6 @@
 """Concurrent processing (WORKER_CONCURRENCY > 1): runs recorded and acked in completion order.
 
-The Settler against a FakeStore and a real thread pool, then the whole worker (Runner)
+The Recorder against a FakeStore and a real thread pool, then the whole worker (Runner)
 against the in-memory broker.  A slow job is one whose action waits for an Event the test
 sets: the assertions are about order (what is recorded while it still runs), not time.
 """
@@ -14,16 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from account_worker.batch import BatchResult, BatchSettings, Delivery
 from account_worker.config import load_config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
+from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import TransientJobError
-from account_worker.inflight import Settler
+from account_worker.inflight import Recorder
 from account_worker.runner import Runner
-from fakes import Broker, FakeDatabase, FakeStore, GatedAction, wait_for
+from fakes import Broker, FakeJobStore, FakeStore, GatedAction, batch_settings, wait_for
 
 SOURCE = object()
-SETTINGS = BatchSettings(max_attempts=3, retry_delay_ms=1000, apikey="key")
+SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1000, apikey="key")
 
 
 def delivery(tag: int, account: str = "u1", *, mid: str | None = None, headers=None) -> Delivery:
@@ -32,7 +32,7 @@ def delivery(tag: int, account: str = "u1", *, mid: str | None = None, headers=N
 
 
 class Posted(list):
-    """The BatchResults the settler posted, with the decision each message got."""
+    """The BatchResults the recorder posted, with the decision each message got."""
 
     def decisions(self) -> dict[str, object]:
         return {i.delivery.message_id: i.decision for result in self for i in result.instructions}
@@ -52,26 +52,26 @@ def store() -> FakeStore:
     return FakeStore({"u1": "host-1", "slow": "host-slow", "flaky": "host-f"})
 
 
-def settler(store, action, pool, posted, limit=4) -> Settler:
-    return Settler(store, action, SETTINGS, logging.getLogger("t"), pool=pool, limit=limit, post=posted.append)
+def recorder(store, action, pool, posted, limit=4) -> Recorder:
+    return Recorder(store, action, SETTINGS, logging.getLogger("t"), pool=pool, limit=limit, post=posted.append)
 
 
-def settle_until(s: Settler, predicate) -> None:
-    wait_for(lambda: s.settle(0.05) >= 0 and predicate())
+def record_until(s: Recorder, predicate) -> None:
+    wait_for(lambda: s.record_finished(0.05) >= 0 and predicate())
 
 
 def test_runs_are_recorded_and_acked_in_completion_order_while_a_slow_one_runs(store, pool):
     gate = threading.Event()
     action = GatedAction({"slow": gate})
     posted = Posted()
-    s = settler(store, action, pool, posted)
+    s = recorder(store, action, pool, posted)
     s.take([delivery(1, "slow"), delivery(2), delivery(3), delivery(4)])
-    settle_until(s, lambda: len(posted.acked()) == 3)
+    record_until(s, lambda: len(posted.acked()) == 3)
     assert sorted(posted.acked()) == ["m2", "m3", "m4"]
     assert "m1" in action.started and "m1" not in store.runs and s.in_flight == 1
     assert s.room == 3  # the finished ones made room: the next take may start
     gate.set()
-    settle_until(s, lambda: s.in_flight == 0)
+    record_until(s, lambda: s.in_flight == 0)
     assert posted.acked()[-1] == "m1" and sorted(store.runs) == ["m1", "m2", "m3", "m4"]
     assert all(not r.database_down for r in posted)
 
@@ -79,7 +79,7 @@ def test_runs_are_recorded_and_acked_in_completion_order_while_a_slow_one_runs(s
 def test_room_bounds_what_is_in_flight(store, pool):
     gate = threading.Event()
     posted = Posted()
-    s = settler(store, GatedAction({"slow": gate}), pool, posted, limit=2)
+    s = recorder(store, GatedAction({"slow": gate}), pool, posted, limit=2)
     s.take([delivery(1, "slow"), delivery(2, "slow")])
     assert s.room == 0
     gate.set()
@@ -91,7 +91,7 @@ def test_jobs_finishing_together_are_recorded_together_and_a_refused_one_is_narr
     gate = threading.Event()
     action = GatedAction({"u1": gate})
     posted = Posted()
-    s = settler(store, action, pool, posted)
+    s = recorder(store, action, pool, posted)
     s.take([delivery(n) for n in range(1, 5)])
     store.rejected = {"m3"}
     gate.set()
@@ -107,9 +107,9 @@ def test_jobs_finishing_together_are_recorded_together_and_a_refused_one_is_narr
 def test_database_down_mid_flight_gives_the_running_jobs_back_unrecorded(store, pool):
     gate = threading.Event()
     posted = Posted()
-    s = settler(store, GatedAction({"slow": gate}), pool, posted)
+    s = recorder(store, GatedAction({"slow": gate}), pool, posted)
     s.take([delivery(1, "slow"), delivery(2, "slow"), delivery(3)])
-    settle_until(s, lambda: posted.acked() == ["m3"])
+    record_until(s, lambda: posted.acked() == ["m3"])
     store.down_on = {"record_runs"}
     gate.set()
     s.drain()
@@ -130,7 +130,7 @@ def test_a_suspect_waits_for_everything_in_flight_then_runs_alone(store, pool):
     gate = threading.Event()
     action = GatedAction({"slow": gate})
     posted = Posted()
-    s = settler(store, action, pool, posted)
+    s = recorder(store, action, pool, posted)
     s.take([delivery(1, "slow")])
     suspect = delivery(2, mid="suspect", headers={"x-delivery-count": 1})
     taking = threading.Thread(target=s.take, args=([suspect, delivery(3)],))
@@ -147,7 +147,7 @@ def test_a_suspect_waits_for_everything_in_flight_then_runs_alone(store, pool):
 def test_a_duplicate_in_a_take_runs_only_when_its_first_delivery_failed(store, pool):
     action = GatedAction({}, {"flaky": TransientJobError("boom")})
     posted = Posted()
-    s = settler(store, action, pool, posted)
+    s = recorder(store, action, pool, posted)
     s.take([delivery(1, "u1", mid="a"), delivery(2, "u1", mid="a"), delivery(3, "flaky", mid="b")])
     s.drain()
     calls = [mid for mid, _ in action.calls]
@@ -167,7 +167,7 @@ def test_a_failed_first_delivery_hands_over_to_its_duplicate(store, pool):
             return super().__call__(job, host)
 
     posted = Posted()
-    s = settler(store, FailsOnce({}), pool, posted)
+    s = recorder(store, FailsOnce({}), pool, posted)
     s.take([delivery(1, mid="a"), delivery(2, mid="a"), delivery(3, mid="a")])
     s.drain()
     by_tag = {i.delivery.tag: i.decision for r in posted for i in r.instructions}
@@ -195,7 +195,7 @@ def start(cfg, store, action, broker):
 
 def test_a_slow_job_does_not_delay_the_acks_of_the_others(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1", "slow": "h-slow"})
+    store = FakeJobStore({"u1": "h1", "slow": "h-slow"})
     gate = threading.Event()
     action = GatedAction({"slow": gate})
     broker.publish("slow", account="slow")
@@ -216,7 +216,7 @@ def test_a_slow_job_does_not_delay_the_acks_of_the_others(cfg):
 
 def test_on_stop_the_jobs_in_flight_finish_and_are_acked_and_the_rest_given_back(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1", "slow": "h-slow"})
+    store = FakeJobStore({"u1": "h1", "slow": "h-slow"})
     gate = threading.Event()
     action = GatedAction({"slow": gate})
     for n in range(4):
@@ -238,7 +238,7 @@ def test_on_stop_the_jobs_in_flight_finish_and_are_acked_and_the_rest_given_back
 
 def test_database_down_while_jobs_run_requeues_them_then_resumes(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1", "slow": "h-slow"})
+    store = FakeJobStore({"u1": "h1", "slow": "h-slow"})
     gate = threading.Event()
     action = GatedAction({"slow": gate})
     broker.publish("s0", account="slow")
@@ -258,9 +258,9 @@ def test_database_down_while_jobs_run_requeues_them_then_resumes(cfg):
 def test_results_are_batch_results_for_just_the_finished_jobs(store, pool):
     gate = threading.Event()
     posted = Posted()
-    s = settler(store, GatedAction({"slow": gate}), pool, posted)
+    s = recorder(store, GatedAction({"slow": gate}), pool, posted)
     s.take([delivery(1, "slow"), delivery(2)])
-    settle_until(s, lambda: bool(posted))
+    record_until(s, lambda: bool(posted))
     assert all(isinstance(r, BatchResult) for r in posted)
     assert [i.delivery.message_id for i in posted[0].instructions] == ["m2"]
     gate.set()

@@ -9,24 +9,19 @@ import queue
 import psycopg
 import pytest
 
-from account_worker.batch import (
-    BatchResult,
-    BatchSettings,
-    Delivery,
-    narrow,
-    process_batch,
-    process_in_groups,
-)
+from account_worker.batch import process_in_groups
 from account_worker.config import load_config
 from account_worker.db import Database
-from account_worker.decisions import Ack, DeadLetter
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind
+from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import DatabaseUnavailable, RecordRejected
-from account_worker.jobloop import Crashed, JobLoop
+from account_worker.isolation import narrow, split_by_returns
+from account_worker.job_thread import Crashed, JobThread
 from account_worker.store import Run
-from fakes import Connector, FakeAction, FakeDatabase, FakeStore
+from fakes import Connector, FakeAction, FakeJobStore, FakeStore, batch_settings, process_batch
 
 SOURCE = object()
-SETTINGS = BatchSettings(max_attempts=3, retry_delay_ms=1500, apikey="key", crash_limit=3)
+SETTINGS = batch_settings(max_attempts=3, retry_delay_ms=1500, apikey="key", crash_limit=3)
 
 
 def delivery(tag: int, account: str = "u1", *, mid: str | None = None, returned: int = 0) -> Delivery:
@@ -94,7 +89,9 @@ def test_a_record_the_database_rejects_is_dead_lettered_alone(store):
     batch = [delivery(t, "u1" if t % 2 else "u2") for t in range(1, 9)]
     result = process_batch(batch, store, FakeAction(), SETTINGS)
     assert outcome(result) == ["Ack"] * 3 + ["DeadLetter"] + ["Ack"] * 4
-    assert result.instructions[3].decision == DeadLetter("record rejected by the database: value out of range: m4")
+    assert result.instructions[3].decision == DeadLetter(
+        DeadLetterKind.RECORD_REJECTED, "record rejected by the database: value out of range: m4"
+    )
     assert set(store.runs) == {f"m{t}" for t in range(1, 9)} - {"m4"}
     assert not result.database_down
 
@@ -136,12 +133,21 @@ def test_an_outage_while_narrowing_requeues_everything(store):
 # ---------------------------------------------------------------------------- crash-loop guard
 
 
+def test_split_by_returns_sets_the_crashed_apart_and_the_suspects_alone_fewest_returns_first():
+    batch = [delivery(1, returned=2), delivery(2), delivery(3, returned=3), delivery(4), delivery(5, returned=1)]
+    crashed, groups = split_by_returns(batch, crash_limit=3)
+    assert [(d.message_id, n) for d, n in crashed] == [("m3", 3)]
+    assert [[d.message_id for d in group] for group in groups] == [["m2", "m4"], ["m5"], ["m1"]]
+    assert split_by_returns([delivery(1, returned=1)], crash_limit=3)[1] == [[delivery(1, returned=1)]]
+
+
 def test_a_message_returned_crash_limit_times_is_dead_lettered_unprocessed(store):
     action = FakeAction()
     result = process_batch([delivery(1), delivery(2, returned=3), delivery(3)], store, action, SETTINGS)
     assert outcome(result) == ["Ack", "DeadLetter", "Ack"]
     reason = result.instructions[1].decision.reason
     assert reason.startswith("crashed the worker")
+    assert result.instructions[1].decision.kind is DeadLetterKind.CRASHED_WORKER
     assert [mid for mid, _ in action.calls] == ["m1", "m3"]
 
 
@@ -181,9 +187,9 @@ def test_a_crash_on_a_suspect_comes_after_the_fresh_results_are_posted(env):
     class Bug(BaseException):
         pass
 
-    loop = JobLoop(
+    job_thread = JobThread(
         cfg,
-        FakeDatabase({"u1": "h1", "boom": "h2"}),
+        FakeJobStore({"u1": "h1", "boom": "h2"}),
         FakeAction({"boom": Bug("segfault-ish")}),
         deliveries,
         post=posts.append,
@@ -191,9 +197,9 @@ def test_a_crash_on_a_suspect_comes_after_the_fresh_results_are_posted(env):
         random=lambda: 0.0,
         logger=logging.getLogger("account_worker"),
     )
-    loop.start()
-    loop.join(5)
-    assert not loop.is_alive()
+    job_thread.start()
+    job_thread.join(5)
+    assert not job_thread.is_alive()
     assert isinstance(posts[-1], Crashed) and isinstance(posts[-1].error, Bug)
     settled = [
         (i.delivery.message_id, type(i.decision))

@@ -8,7 +8,21 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "account_worker"
-CORE = ["batch", "inflight", "decisions", "messages", "store", "jobloop", "actions", "errors", "backoff", "commands"]
+CORE = [
+    "batch",
+    "delivery",
+    "isolation",
+    "execution",
+    "inflight",
+    "decisions",
+    "messages",
+    "store",
+    "job_thread",
+    "actions",
+    "errors",
+    "backoff",
+    "commands",
+]
 OUTSIDE_CORE = {
     "pika",
     "psycopg",
@@ -17,6 +31,7 @@ OUTSIDE_CORE = {
     "account_worker.amqp",
     "account_worker.session",
     "account_worker.ssh",
+    "account_worker.ssh_pool",
 }
 
 

@@ -1,19 +1,17 @@
-"""Worker metrics and readiness with a real Prometheus registry (no network but one loopback test)."""
+"""Worker metrics and readiness with a real Prometheus registry (the HTTP server: test_metrics_server.py)."""
 
 from __future__ import annotations
 
-import io
 import logging
-import urllib.error
-import urllib.request
 
 import pika
 import pytest
 from prometheus_client import CollectorRegistry
 
-from account_worker.batch import CRASHED_REASON, Delivery, Instruction
+from account_worker.batch import CRASHED_REASON
 from account_worker.config import load_config
-from account_worker.decisions import Ack, DeadLetter, Requeue, Retry, decide
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Requeue, Retry, decide
+from account_worker.delivery import Delivery, Instruction
 from account_worker.errors import (
     BadApiKey,
     InvalidMessage,
@@ -22,15 +20,7 @@ from account_worker.errors import (
     TransientJobError,
     UnknownAccount,
 )
-from account_worker.metrics import (
-    OTHER_REASON,
-    DatabaseProbe,
-    WorkerMetrics,
-    make_app,
-    new_registry,
-    reason_class,
-    serve,
-)
+from account_worker.metrics import OTHER_REASON, WorkerMetrics, reason_label
 from account_worker.session import Session
 from fakes import Clock, Method, RecordingConnection
 
@@ -78,9 +68,9 @@ def test_each_decision_counts_under_its_own_outcome(registry, metrics, clock):
         Ack(),
         Ack(duplicate=True),
         Retry(2, 100, "action failed: TransientJobError: x"),
-        DeadLetter("invalid message: not JSON"),
-        DeadLetter("unknown account: u9"),
-        DeadLetter(f"{CRASHED_REASON} (returned to the queue unsettled 3 times)"),
+        DeadLetter(DeadLetterKind.INVALID_MESSAGE, "invalid message: not JSON"),
+        DeadLetter(DeadLetterKind.UNKNOWN_ACCOUNT, "unknown account: u9"),
+        DeadLetter(DeadLetterKind.CRASHED_WORKER, f"{CRASHED_REASON} (returned to the queue unsettled 3 times)"),
         Requeue("database unavailable"),
     ]
     for tag, decision in enumerate(decisions, start=1):
@@ -117,11 +107,41 @@ def test_each_decision_counts_under_its_own_outcome(registry, metrics, clock):
 def test_every_dead_letter_reason_the_worker_gives_has_its_class(error, label):
     decision = decide(error, 5, 5, 1000)
     assert isinstance(decision, DeadLetter)
-    assert reason_class(decision.reason) == label
+    assert reason_label(decision.kind) == label
 
 
-def test_an_unknown_reason_is_other_not_a_new_label():
-    assert reason_class("something new: 123e4567") == OTHER_REASON
+# The label values the monitoring rules, dashboards and live tests know (roles/monitoring, tests/monitoring).
+EXPORTED_LABELS = {
+    DeadLetterKind.INVALID_MESSAGE: "invalid_message",
+    DeadLetterKind.UNKNOWN_ACCOUNT: "unknown_account",
+    DeadLetterKind.BAD_APIKEY: "bad_apikey",
+    DeadLetterKind.RECORD_REJECTED: "record_rejected",
+    DeadLetterKind.ACTION_FAILED: "action_failed",
+    DeadLetterKind.RETRIES_EXHAUSTED: "retries_exhausted",
+    DeadLetterKind.CRASHED_WORKER: "crashed_worker",
+}
+
+
+@pytest.mark.parametrize("kind", list(DeadLetterKind), ids=str)
+def test_every_dead_letter_kind_counts_under_its_exported_label(registry, metrics, kind):
+    assert reason_label(kind) == EXPORTED_LABELS[kind]
+    metrics.settled(delivery(1), DeadLetter(kind, "whatever the text says"))
+    assert jobs(registry, "dead_lettered", EXPORTED_LABELS[kind]) == 1
+    others = {label for label in EXPORTED_LABELS.values() if label != EXPORTED_LABELS[kind]} | {OTHER_REASON}
+    assert all(jobs(registry, "dead_lettered", label) == 0 for label in others)
+
+
+def test_the_dead_letter_labels_are_the_ones_exported_before_kinds_other_included_at_zero(registry, metrics):
+    assert set(EXPORTED_LABELS) == set(DeadLetterKind)
+    exported = {
+        sample.labels["reason"]
+        for family in registry.collect()
+        if family.name == "account_worker_jobs"
+        for sample in family.samples
+        if sample.labels.get("outcome") == "dead_lettered" and sample.name == "account_worker_jobs_total"
+    }
+    assert exported == {*EXPORTED_LABELS.values(), OTHER_REASON}
+    assert OTHER_REASON not in {reason_label(kind) for kind in DeadLetterKind}
 
 
 def test_in_flight_follows_received_and_settled_and_resets_on_connection_loss(registry, metrics):
@@ -165,81 +185,6 @@ def test_ready_only_when_connected_consuming_and_database_answers(registry, metr
     assert value(registry, "account_worker_ready") == 0
 
 
-def call(app, path: str) -> tuple[str, bytes]:
-    got: dict[str, str] = {}
-
-    def start_response(status, headers, exc_info=None):
-        got["status"] = status
-
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "test",
-        "SERVER_PORT": "80",
-        "wsgi.input": io.BytesIO(),
-        "wsgi.url_scheme": "http",
-    }
-    body = b"".join(app(environ, start_response))
-    return got["status"], body
-
-
-def test_ready_endpoint_is_503_with_the_reason_then_200(registry, metrics):
-    app = make_app(registry, metrics.ready)
-    status, body = call(app, "/ready")
-    assert status.startswith("503")
-    assert b"not connected to the broker" in body
-    metrics.connected(True)
-    metrics.consuming(True)
-    metrics.database(True)
-    status, body = call(app, "/ready")
-    assert (status, body) == ("200 OK", b"ready\n")
-
-
-def test_metrics_endpoint_serves_the_worker_and_process_metrics(metrics):
-    registry = new_registry()
-    live = WorkerMetrics(registry)
-    live.settled(delivery(1), Ack())
-    status, body = call(make_app(registry, live.ready), "/metrics")
-    assert status == "200 OK"
-    text = body.decode()
-    assert 'account_worker_jobs_total{outcome="done",reason=""} 1.0' in text
-    assert "account_worker_job_duration_seconds_bucket" in text
-    assert "process_start_time_seconds" in text
-
-
-class Pinger:
-    def __init__(self) -> None:
-        self.pings = 0
-        self.fail = False
-        self.closed = False
-
-    def ping(self) -> None:
-        self.pings += 1
-        if self.fail:
-            raise OSError("connection refused")
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def test_probe_pings_only_while_nothing_else_showed_the_database_recently(metrics, clock):
-    pinger = Pinger()
-    probe = DatabaseProbe(metrics, pinger.ping, pinger.close, 10.0, LOG)
-    probe.check()  # never observed: ping
-    assert (pinger.pings, metrics.ready()[1].endswith("database unreachable")) == (1, False)
-    clock.now += 5
-    metrics.database(True)  # a batch showed it: no ping for the next 10 s
-    clock.now += 9
-    probe.check()
-    assert pinger.pings == 1
-    clock.now += 1
-    pinger.fail = True
-    probe.check()
-    assert pinger.pings == 2
-    assert metrics.ready()[1].endswith("database unreachable")
-
-
 def test_session_reports_each_settlement_to_the_observer(env, registry, metrics):
     cfg = load_config(env)
     conn = RecordingConnection()
@@ -256,7 +201,7 @@ def test_session_reports_each_settlement_to_the_observer(env, registry, metrics)
             Instruction(got[0], Ack()),
             Instruction(got[1], Ack(duplicate=True)),
             Instruction(got[2], Retry(2, 10, "action failed: x")),
-            Instruction(got[3], DeadLetter("bad apikey")),
+            Instruction(got[3], DeadLetter(DeadLetterKind.BAD_APIKEY, "bad apikey")),
             Instruction(got[4], Requeue("database unavailable")),
         ]
     )
@@ -266,23 +211,3 @@ def test_session_reports_each_settlement_to_the_observer(env, registry, metrics)
     assert value(registry, "account_worker_job_duration_seconds_count") == 4
     session.cancel("test")
     assert value(registry, "account_worker_consuming") == 0
-
-
-def test_server_answers_on_loopback_and_stops(env):
-    cfg = load_config({**env, "WORKER_METRICS_PORT": "1"})
-    pinger = Pinger()
-    served = serve(cfg, 0, pinger.ping, pinger.close, LOG)
-    try:
-        base = f"http://127.0.0.1:{served.port}"
-        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
-            assert b"account_worker_jobs_total" in answer.read()
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"{base}/ready", timeout=5)
-        assert refused.value.code == 503
-        served.metrics.connected(True)
-        served.metrics.consuming(True)
-        served.metrics.database(True)
-        with urllib.request.urlopen(f"{base}/ready", timeout=5) as answer:
-            assert answer.status == 200
-    finally:
-        served.close()

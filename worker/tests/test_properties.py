@@ -17,8 +17,9 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from account_worker.batch import BatchSettings, Delivery, process_batch
+import strategies
 from account_worker.decisions import Ack, DeadLetter, Retry
+from account_worker.delivery import Delivery
 from account_worker.errors import InvalidMessage, RecordRejected, TransientJobError
 from account_worker.messages import (
     MAX_ACCOUNT_UUID_LENGTH,
@@ -28,7 +29,7 @@ from account_worker.messages import (
     parse_job,
 )
 from account_worker.store import RecordedRun, Run
-from fakes import FakeAction
+from fakes import FakeAction, batch_settings, process_batch
 
 PURE = settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 ACCOUNTS = {"1234": "app-1234.example.net", "5678": "app-5678.example.net", "flaky": "app-f.example.net"}
@@ -36,18 +37,8 @@ INT4_MAX = 2**31 - 1
 
 # ---------------------------------------------------------------------------- strategies
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**80), max_value=2**80),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=40),
-)
-json_values = st.recursive(
-    scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=20,
-)
+scalars = strategies.scalars(max_text=40)
+json_values = strategies.json_values(scalars, max_items=4, max_key=8, max_leaves=20)
 texts = st.one_of(
     st.text(max_size=300),
     st.text(alphabet=string.printable, max_size=300),
@@ -182,7 +173,7 @@ class StrictStore:
 def test_every_delivery_ends_recorded_once_or_with_a_reason(batch):
     store = StrictStore()
     action = FakeAction({"flaky": TransientJobError("busy")})
-    result = process_batch(batch, store, action, BatchSettings(max_attempts=3, retry_delay_ms=10, apikey="key"))
+    result = process_batch(batch, store, action, batch_settings(max_attempts=3, retry_delay_ms=10, apikey="key"))
     assert [i.delivery for i in result.instructions] == batch
     assert not result.database_down
     for instruction in result.instructions:

@@ -1,4 +1,4 @@
-"""The worker (façade, I/O loop, job loop) against an in-memory stand-in for pika's BlockingConnection."""
+"""The worker (façade, I/O thread, job thread) against an in-memory stand-in for pika's BlockingConnection."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from account_worker.batch import Delivery
 from account_worker.config import load_config
+from account_worker.delivery import Delivery
 from account_worker.errors import JobThreadCrashed, TransientJobError
-from account_worker.jobloop import take_batch
+from account_worker.job_thread import take_batch
 from account_worker.runner import Runner
-from fakes import Broker, FakeAction, FakeDatabase, wait_for
+from fakes import Broker, FakeAction, FakeJobStore, wait_for
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def finish(stop, thread, outcome):
 
 def test_processes_acks_retries_and_dead_letters(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1", "flaky": "h2"})
+    store = FakeJobStore({"u1": "h1", "flaky": "h2"})
     broker.publish("ok")
     broker.publish("poison", body=b"not json")
     broker.publish("later", account="flaky")
@@ -59,7 +59,7 @@ def test_processes_acks_retries_and_dead_letters(cfg):
 
 def test_database_outage_requeues_then_resumes(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1"})
+    store = FakeJobStore({"u1": "h1"})
     store.ping_failures = 2  # not consuming until the database answers
     store.down_on.add("record_runs")
     broker.publish("a")
@@ -78,7 +78,7 @@ def test_database_outage_requeues_then_resumes(cfg):
 
 def test_connection_loss_reconnects_and_deduplicates(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1"})
+    store = FakeJobStore({"u1": "h1"})
     gate = threading.Event()
 
     def slow_action(job, host):
@@ -98,7 +98,7 @@ def test_connection_loss_reconnects_and_deduplicates(cfg):
 
 def test_graceful_shutdown_finishes_running_batch_and_requeues_buffered(cfg):
     broker = Broker()
-    store = FakeDatabase({"u1": "h1"})
+    store = FakeJobStore({"u1": "h1"})
     started = threading.Event()
     release = threading.Event()
 
@@ -146,7 +146,7 @@ def test_take_batch_drains_without_waiting_and_skips_stale():
 def test_job_thread_bug_crashes_the_process_without_acking(cfg):
     broker = Broker()
 
-    class BrokenStore(FakeDatabase):
+    class BrokenStore(FakeJobStore):
         def lookup_hosts(self, account_uuids):
             raise RuntimeError("relation accounts does not exist")
 
@@ -162,7 +162,7 @@ def test_result_for_a_delivery_from_a_dropped_connection_is_never_acked_on_the_n
     """The old channel's tag 1 is the new channel's tag 1 too: acking it there would ack "new" unrecorded."""
     caplog.set_level(logging.DEBUG, logger="account_worker")
     broker = Broker()
-    store = FakeDatabase({"u1": "h1"})
+    store = FakeJobStore({"u1": "h1"})
     started, release_old, release_new = threading.Event(), threading.Event(), threading.Event()
     reconnect = threading.Event()
 
@@ -206,7 +206,7 @@ def test_result_for_a_delivery_from_a_dropped_connection_is_never_acked_on_the_n
 def test_connection_keeps_being_pumped_while_a_job_runs(cfg):
     """Heartbeats go out from process_data_events: a long job must not starve them."""
     broker = Broker()
-    store = FakeDatabase({"u1": "h1"})
+    store = FakeJobStore({"u1": "h1"})
     started, release = threading.Event(), threading.Event()
 
     def action(job, host):

@@ -8,9 +8,9 @@ import pika
 import pika.exceptions
 import pytest
 
-from account_worker.batch import Delivery, Instruction
 from account_worker.config import load_config
-from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Requeue, Retry
+from account_worker.delivery import Delivery, Instruction
 from account_worker.session import Session
 from fakes import Method, RecordingConnection
 
@@ -86,7 +86,9 @@ def test_dead_letter_is_published_with_redacted_reason_then_acked(cfg):
     session, conn = open_session(cfg)
     delivery = received(session, 1)
     conn.ch.calls.clear()
-    session.settle([Instruction(delivery, DeadLetter("action failed: apikey k3y refused"))])
+    session.settle(
+        [Instruction(delivery, DeadLetter(DeadLetterKind.ACTION_FAILED, "action failed: apikey k3y refused"))]
+    )
     assert frames(conn) == [("publish", "jobs.dlx", "jobs"), ("ack", 1, False)]
     assert conn.ch.calls[0][1]["properties"].headers["x-worker-reason"] == "action failed: apikey *** refused"
 
@@ -144,7 +146,13 @@ def test_delivery_from_a_dropped_connection_is_never_settled_on_the_new_one(cfg,
     new, conn = open_session(cfg)
     fresh = received(new, 1)  # the same tag number on the new channel
     conn.ch.calls.clear()
-    new.settle([Instruction(stale, Ack()), Instruction(stale, DeadLetter("x")), Instruction(fresh, Requeue("r"))])
+    new.settle(
+        [
+            Instruction(stale, Ack()),
+            Instruction(stale, DeadLetter(DeadLetterKind.ACTION_FAILED, "x")),
+            Instruction(fresh, Requeue("r")),
+        ]
+    )
     new.requeue([stale])
     assert frames(conn) == [("publish", "", "jobs"), ("ack", 1, False)]  # only the new channel's own delivery
     assert [r.getMessage() for r in caplog.records].count("stale_delivery_dropped") == 2

@@ -15,22 +15,13 @@ from account_worker.commands import parse_allow_list
 from account_worker.decisions import DeadLetter, Retry, decide
 from account_worker.errors import InvalidMessage, PermanentJobError, TransientJobError
 from account_worker.messages import Job
-from account_worker.ssh import (
-    RunTimeout,
-    SshAction,
-    SshPool,
-    SshSettings,
-    UnpinnedHostKey,
-    _Bounded,
-    bounded_text,
-    classify,
-    exit_outcome,
-    host_and_port,
-)
+from account_worker.ssh import SshAction, classify, exit_outcome
+from account_worker.ssh_pool import RunTimeout, SshPool, UnpinnedHostKey, _Bounded, bounded_text, host_and_port
+from fakes import ssh_settings
 
 COMMANDS = parse_allow_list(json.dumps({"check": {"argv": ["check"], "retry_exit_codes": [75]}}))
 CHECK = COMMANDS["check"]
-SETTINGS = SshSettings(user="jobs", key_file="/k", known_hosts="/kh", idle_timeout=60, host_concurrency=2)
+SETTINGS = ssh_settings(user="jobs", key_file="/k", known_hosts="/kh", idle_timeout=60, host_concurrency=2)
 
 
 def _decision(error: Exception):

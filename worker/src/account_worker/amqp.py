@@ -21,8 +21,8 @@ import pika
 import pika.exceptions
 
 from account_worker.backoff import backoff_delay
-from account_worker.batch import Delivery
 from account_worker.config import Config
+from account_worker.delivery import Delivery
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import ATTEMPT_HEADER, DELIVERY_COUNT_HEADER, message_id_of
 from account_worker.redact import redact_url

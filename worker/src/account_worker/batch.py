@@ -1,157 +1,72 @@
-"""The batch-processing core: deliveries in, instructions out.  No pika here.
+"""The batch core: deliveries in, one instruction per delivery out, after one commit.  No pika here.
 
-process_batch() parses, checks apikeys, looks hosts up with one query, runs the
-action per job and records every successful run in one transaction.  Only then
-does it return instructions; the I/O thread carries them out (reply, retry,
-dead-letter, ack) so nothing is acknowledged before the commit.
+process_in_groups() is the job thread's entry: it splits a batch by how often the broker
+got each delivery back unsettled (quorum queues' x-delivery-count: the worker crashed or
+was stopped with it in flight) and processes each group in two phases, which inflight.py
+also uses for concurrent processing:
 
-A batch is a bulkhead, never a shared fate: a failure that is not infrastructure
-(the database refusing one message's values, say) is narrowed down to the messages
-causing it by splitting the failing call in halves, and only those are dead-lettered.
-A message the broker got back unsettled before (quorum queues' x-delivery-count: the
-worker crashed or was stopped with it in flight) is processed alone, and once it has
-come back `crash_limit` times it is dead-lettered as having crashed the worker.
+* prepare(): parse, check apikeys, look the hosts and the earlier runs up with one query
+  each; invalid messages, unknown accounts and redeliveries already recorded are decided
+  here, without running anything;
+* record(): once the actions ran (execution.py), record every successful run in one
+  transaction and instruct each delivery.
+
+Only then are the instructions returned; the I/O thread carries them out (reply, retry,
+dead-letter, ack), so nothing is acknowledged before the commit.  A batch is a bulkhead,
+never a shared fate: a failure that is not infrastructure (the database refusing one
+message's values, say) is narrowed down to the messages causing it (isolation.py), and
+only those are dead-lettered.  A message that came back unsettled is processed alone, and
+once it has come back `crash_limit` times it is dead-lettered as having crashed the worker.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from dataclasses import dataclass
 
-from account_worker.actions import Action, Outcome
-from account_worker.decisions import Ack, DeadLetter, Decision, Requeue, decide, reason_of
+from account_worker.actions import Action
+from account_worker.config import Config
+from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Requeue, decide, reason_of
+from account_worker.delivery import BatchResult, Delivery, Instruction, requeue_all
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
+from account_worker.execution import Finished, Pending, finished_deliveries, run_actions, run_followers
+from account_worker.isolation import as_rejected, narrow, split_by_returns
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import Job, delivery_count, parse_job, shown_message_id
 from account_worker.store import RecordedRun, Run, Store
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """One message as received.
-
-    `tag` means something only on the channel it arrived on; `source` is that channel's
-    session object (opaque here, compared by identity), so only that session can settle it.
-    """
-
-    tag: int
-    source: object
-    body: bytes
-    message_id: str | None = None
-    headers: Mapping[str, Any] | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    properties: Any = None  # the broker's properties object, kept opaque for republishing
-    redelivered: bool = False  # the broker delivered it before (a consumer died or requeued it)
-    received_at: float = 0.0  # time.monotonic() when it arrived (the processing-time metric)
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """What the I/O thread must do with one delivery; `reply` is set only for an Ack (sent before it)."""
-
-    delivery: Delivery
-    decision: Decision
-    reply: Mapping[str, str | int] | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    instructions: tuple[Instruction, ...]
-    database_down: bool = False
-
-
-@dataclass(frozen=True)
 class BatchSettings:
-    max_attempts: int = 5
-    retry_delay_ms: int = 5000
-    apikey: str | None = None
-    crash_limit: int = 3  # returns to the queue (x-delivery-count) after which a message is dead-lettered
+    """The settings the core reads, taken from Config (which holds their defaults)."""
+
+    max_attempts: int
+    retry_delay_ms: int
+    apikey: str | None
+    crash_limit: int  # returns to the queue (x-delivery-count) after which a message is dead-lettered
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> BatchSettings:
+        return cls(
+            max_attempts=cfg.max_attempts,
+            retry_delay_ms=cfg.retry_delay_ms,
+            apikey=cfg.apikey,
+            crash_limit=cfg.crash_limit,
+        )
 
 
 CRASHED_REASON = "crashed the worker"
 
-T = TypeVar("T")
-R = TypeVar("R")
 
+@dataclass(frozen=True)
+class Prepared:
+    """A group after its database look-ups: what is decided without running, and the actions to run."""
 
-def _apikey_ok(expected: str | None, given: str) -> bool:
-    if expected is None:
-        return True
-    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
-def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str | int] | None:
-    if not delivery.reply_to:
-        return None
-    reply: dict[str, str | int] = {
-        "account_uuid": job.account_uuid,
-        "host": run.host,
-        "status": run.status,
-        "message_id": job.message_id,
-    }
-    if run.exit_status is not None:
-        reply["exit_status"] = run.exit_status
-    if run.stdout is not None:
-        reply["stdout"] = run.stdout
-    if run.stderr is not None:
-        reply["stderr"] = run.stderr
-    return reply
-
-
-def _outcome(result: object) -> Outcome:
-    """An action's return value as an Outcome (a bare status string is one without output)."""
-    if isinstance(result, str) and result:
-        return Outcome(result)
-    if isinstance(result, Outcome) and isinstance(result.status, str) and result.status:
-        return result
-    raise TypeError(f"action returned {result!r}, expected a non-empty status string or an Outcome")
-
-
-def narrow(items: Sequence[T], call: Callable[[Sequence[T]], R]) -> tuple[list[R], list[tuple[T, Exception]]]:
-    """call(items); if it fails other than DatabaseUnavailable, call it on halves until the culprits are alone.
-
-    Returns the results of the calls that succeeded and each item that fails alone with
-    its error.  Free on success (one call).  An error that is not RecordRejected is
-    attributed to the items only if some other items succeeded; if everything failed
-    with such an error, it is re-raised: that is not the messages' doing.
-    """
-    results: list[R] = []
-    failed: list[tuple[T, Exception]] = []
-    pending: list[Sequence[T]] = [items]
-    while pending:
-        chunk = pending.pop()
-        try:
-            results.append(call(chunk))
-        except DatabaseUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - narrowed down, then classified below
-            if len(chunk) == 1:
-                failed.append((chunk[0], exc))
-            else:
-                half = len(chunk) // 2
-                pending.extend((chunk[half:], chunk[:half]))  # popped in order: first half first
-    if failed and not results:
-        for _, error in failed:
-            if not isinstance(error, RecordRejected):
-                raise error
-    return results, failed
-
-
-def _rejected(exc: Exception) -> RecordRejected:
-    if isinstance(exc, RecordRejected):
-        return exc
-    return RecordRejected(f"{type(exc).__name__}: {exc}")
-
-
-def requeue_all(deliveries: Sequence[Delivery], reason: str, *, database_down: bool) -> BatchResult:
-    """Give every delivery back to the queue: nothing acked, nothing dead-lettered."""
-    decision = Requeue(reason)
-    return BatchResult(tuple(Instruction(d, decision) for d in deliveries), database_down=database_down)
+    decided: tuple[Instruction, ...]
+    to_run: tuple[Pending, ...]
 
 
 def process_in_groups(
@@ -172,30 +87,9 @@ def process_in_groups(
     along.  Once the database is unavailable, what is left is requeued (database_down set).
     """
     log = logger or logging.getLogger(LOGGER_NAME)
-    crashed: list[Instruction] = []
-    clean: list[Delivery] = []
-    suspects: list[tuple[int, Delivery]] = []
-    for delivery in deliveries:
-        returned = delivery_count(delivery.headers)
-        if returned >= settings.crash_limit:
-            decision = DeadLetter(f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)")
-            log_event(
-                log,
-                logging.ERROR,
-                "crash_loop_stopped",
-                message_id=shown_message_id(delivery.message_id),
-                delivery_count=returned,
-                decision=decision.verdict,
-                reason=decision.reason,
-            )
-            crashed.append(Instruction(delivery, decision))
-        elif returned:
-            suspects.append((returned, delivery))
-        else:
-            clean.append(delivery)
+    crashed, groups = split_by_returns(deliveries, settings.crash_limit)
     if crashed:
-        yield BatchResult(tuple(crashed))
-    groups = ([clean] if clean else []) + [[d] for _, d in sorted(suspects, key=lambda item: item[0])]
+        yield BatchResult(tuple(_crash_loop_stopped(delivery, returned, log) for delivery, returned in crashed))
     for number, group in enumerate(groups):
         returned = delivery_count(group[0].headers)
         if returned:
@@ -216,105 +110,21 @@ def process_in_groups(
             return
 
 
-def process_batch(
-    deliveries: Sequence[Delivery],
-    store: Store,
-    action: Action,
-    settings: BatchSettings,
-    logger: logging.Logger | None = None,
-    *,
-    pool: Executor | None = None,
-) -> BatchResult:
-    """process_in_groups as one result: one instruction per delivery, in delivery order."""
-    results = list(process_in_groups(deliveries, store, action, settings, logger, pool=pool))
-    if len(results) == 1:
-        return results[0]
-    by_delivery = {id(i.delivery): i for result in results for i in result.instructions}
-    return BatchResult(
-        tuple(by_delivery[id(d)] for d in deliveries), database_down=any(r.database_down for r in results)
-    )
-
-
-@dataclass(slots=True)
-class Pending:
-    """A job whose action is to run: its delivery, and later deliveries of the same message in its group.
-
-    The followers are answered by its recorded run; if its action fails, the first of them runs instead.
-    """
-
-    delivery: Delivery
-    job: Job
-    host: str
-    followers: list[tuple[Delivery, Job]] = field(default_factory=list)
-
-
-class Finished(NamedTuple):
-    """A Pending whose action returned (an Outcome) or raised (the Exception)."""
-
-    pending: Pending
-    result: Outcome | Exception
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A group after its database look-ups: what is settled without running, and the actions to run."""
-
-    settled: tuple[Instruction, ...]
-    to_run: tuple[Pending, ...]
-
-
-def _failed(
-    delivery: Delivery,
-    error: BaseException,
-    settings: BatchSettings,
-    log: logging.Logger,
-    *,
-    attempt: int = 1,
-    job: Job | None = None,
-) -> Instruction:
-    decision = decide(error, attempt, settings.max_attempts, settings.retry_delay_ms)
-    log_event(
-        log,
-        logging.WARNING,
-        "job_failed",
-        message_id=job.message_id if job else shown_message_id(delivery.message_id),
-        account_uuid=job.account_uuid if job else None,
-        attempt=attempt,
-        decision=decision.verdict,
-        reason=reason_of(decision),
-    )
-    return Instruction(delivery, decision)
-
-
-def _acked(delivery: Delivery, job: Job, run: RecordedRun, duplicate: bool, log: logging.Logger) -> Instruction:
-    log_event(
-        log,
-        logging.DEBUG,
-        "job_duplicate" if duplicate else "job_done",
-        message_id=job.message_id,
-        account_uuid=job.account_uuid,
-        host=run.host,
-        status=run.status,
-        attempt=job.attempt,
-    )
-    return Instruction(delivery, Ack(duplicate), _reply(delivery, job, run))
-
-
 def prepare(
     deliveries: Sequence[Delivery], store: Store, settings: BatchSettings, log: logging.Logger
 ) -> Prepared | BatchResult:
     """Parse, check apikeys, look hosts and earlier runs up (batched); a BatchResult if the database is down.
 
-    Settled here: invalid messages, bad apikeys, unknown accounts, values the database
+    Decided here: invalid messages, bad apikeys, unknown accounts, values the database
     refuses, and redeliveries recorded before (acked as duplicates, no second side effect).
     """
-    settled: list[Instruction] = []
+    decided: list[Instruction] = []
     jobs: list[tuple[int, Job]] = []
     failed: set[int] = set()
 
     def fail(index: int, error: BaseException, attempt: int = 1, job: Job | None = None) -> None:
         failed.add(index)
-        settled.append(_failed(deliveries[index], error, settings, log, attempt=attempt, job=job))
+        decided.append(_failed(deliveries[index], error, settings, log, attempt=attempt, job=job))
 
     for index, delivery in enumerate(deliveries):
         try:
@@ -352,12 +162,12 @@ def prepare(
         delivery = deliveries[index]
         before = done_before.get(job.message_id)
         if before is not None:  # redelivery: no second side effect
-            settled.append(_acked(delivery, job, before, True, log))
+            decided.append(_acked(delivery, job, before, True, log))
         elif job.message_id in to_run:  # duplicate within this group: only runs if the first one failed
             to_run[job.message_id].followers.append((delivery, job))
         else:
             to_run[job.message_id] = Pending(delivery, job, host)
-    return Prepared(tuple(settled), tuple(to_run.values()))
+    return Prepared(tuple(decided), tuple(to_run.values()))
 
 
 def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, log: logging.Logger) -> BatchResult:
@@ -397,7 +207,7 @@ def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, 
         batches, refused = narrow(to_record, store.record_runs) if to_record else ([], [])
     except DatabaseUnavailable as exc:
         return requeue_all(finished_deliveries(finished), f"database unavailable: {exc}", database_down=True)
-    rejected = {run.message_id: _rejected(exc) for run, exc in refused} if refused else {}
+    rejected = {run.message_id: as_rejected(exc) for run, exc in refused} if refused else {}
     runs = {run.message_id: run for recorded in batches for run in recorded}
     for pending in ran:
         message_id = pending.job.message_id
@@ -419,21 +229,6 @@ def record(finished: Sequence[Finished], store: Store, settings: BatchSettings, 
     return BatchResult(tuple(instructions))
 
 
-def finished_deliveries(finished: Sequence[Finished]) -> list[Delivery]:
-    """The deliveries of `finished`, followers included."""
-    return [d for f in finished for d in (f.pending.delivery, *(fd for fd, _ in f.pending.followers))]
-
-
-def _reason(result: BatchResult) -> str:
-    decision = result.instructions[0].decision if result.instructions else None
-    return decision.reason if isinstance(decision, Requeue) else "database unavailable"
-
-
-def _in_order(deliveries: Sequence[Delivery], *parts: Sequence[Instruction]) -> BatchResult:
-    by_delivery = {id(i.delivery): i for part in parts for i in part}
-    return BatchResult(tuple(by_delivery[id(d)] for d in deliveries))
-
-
 def log_done(log: logging.Logger, instructions: Sequence[Instruction]) -> None:
     """The batch_done line: jobs acked (duplicates among them) and the others."""
     done = duplicates = 0
@@ -446,20 +241,20 @@ def log_done(log: logging.Logger, instructions: Sequence[Instruction]) -> None:
         log_event(log, logging.INFO, "batch_done", jobs=done, duplicates=duplicates, other=len(instructions) - done)
 
 
-def run_followers(action: Action, failed: Pending) -> list[Finished]:
-    """After `failed`'s action failed: run its followers one at a time until one succeeds (it answers the rest)."""
-    finished: list[Finished] = []
-    followers = list(failed.followers)
-    failed.followers.clear()
-    while followers:
-        delivery, job = followers.pop(0)
-        pending = Pending(delivery, job, failed.host)
-        result = run_one(action, job, failed.host)
-        finished.append(Finished(pending, result))
-        if not isinstance(result, Exception):
-            pending.followers.extend(followers)
-            break
-    return finished
+def _crash_loop_stopped(delivery: Delivery, returned: int, log: logging.Logger) -> Instruction:
+    decision = DeadLetter(
+        DeadLetterKind.CRASHED_WORKER, f"{CRASHED_REASON} (returned to the queue unsettled {returned} times)"
+    )
+    log_event(
+        log,
+        logging.ERROR,
+        "crash_loop_stopped",
+        message_id=shown_message_id(delivery.message_id),
+        delivery_count=returned,
+        decision=decision.verdict,
+        reason=decision.reason,
+    )
+    return Instruction(delivery, decision)
 
 
 def _process_group(
@@ -471,48 +266,31 @@ def _process_group(
     *,
     pool: Executor | None = None,
 ) -> BatchResult:
-    """process_batch for deliveries processed together: one lookup, one record (narrowed on failure)."""
+    """Deliveries processed together: one look-up, one record (narrowed on failure), in delivery order."""
     prepared = prepare(deliveries, store, settings, log)
     if isinstance(prepared, BatchResult):
         return prepared
     calls = [(0, p.job, p.host) for p in prepared.to_run]
     finished: list[Finished] = []
-    failed: list[Pending] = []
+    failed: list[Finished] = []
     for pending, result in zip(prepared.to_run, run_actions(action, calls, pool), strict=True):
         if isinstance(result, Exception):
             if isinstance(result, DatabaseUnavailable):
                 return requeue_all(deliveries, "database unavailable", database_down=True)
             if pending.followers:
-                failed.append(pending)
+                failed.append(Finished(pending, result))
         finished.append(Finished(pending, result))
-    for pending in failed:
-        after = run_followers(action, pending)
+    for item in failed:
+        after = run_followers(action, item)
         if any(isinstance(f.result, DatabaseUnavailable) for f in after):
             return requeue_all(deliveries, "database unavailable", database_down=True)
         finished.extend(after)
     recorded = record(finished, store, settings, log)
     if recorded.database_down:
         return requeue_all(deliveries, _reason(recorded), database_down=True)
-    done = _in_order(deliveries, prepared.settled, recorded.instructions)
+    done = _in_order(deliveries, prepared.decided, recorded.instructions)
     log_done(log, done.instructions)
     return done
-
-
-def run_one(action: Action, job: Job, host: str) -> Outcome | Exception:
-    try:
-        return _outcome(action(job, host))
-    except Exception as exc:  # noqa: BLE001 - classified by decide() (DatabaseUnavailable: requeued)
-        return exc
-
-
-def run_actions(
-    action: Action, calls: Sequence[tuple[int, Job, str]], pool: Executor | None
-) -> list[Outcome | Exception]:
-    """Each call's outcome or error, in order; on the pool's threads when there is a pool and more than one."""
-    if pool is None or len(calls) < 2:
-        return [run_one(action, job, host) for _, job, host in calls]
-    futures = [pool.submit(run_one, action, job, host) for _, job, host in calls]
-    return [future.result() for future in futures]
 
 
 def _look_up(
@@ -532,16 +310,87 @@ def _look_up(
         return {}, {}
     found, refused = narrow(sorted({job.account_uuid for _, job in jobs}), store.lookup_hosts)
     hosts = {uuid: host for part in found for uuid, host in part.items()}
-    bad_accounts = {uuid: _rejected(exc) for uuid, exc in refused}
+    bad_accounts = {uuid: as_rejected(exc) for uuid, exc in refused}
     redelivered = sorted({job.message_id for index, job in jobs if deliveries[index].redelivered})
     done_before: dict[str, RecordedRun] = {}
     bad_ids: dict[str, RecordRejected] = {}
     if redelivered:
         found_runs, refused_ids = narrow(redelivered, store.find_runs)
         done_before = {mid: run for part in found_runs for mid, run in part.items()}
-        bad_ids = {mid: _rejected(exc) for mid, exc in refused_ids}
+        bad_ids = {mid: as_rejected(exc) for mid, exc in refused_ids}
     for index, job in jobs:
         error = bad_accounts.get(job.account_uuid) or bad_ids.get(job.message_id)
         if error is not None:
             fail(index, error, job.attempt, job)
     return hosts, done_before
+
+
+def _failed(
+    delivery: Delivery,
+    error: BaseException,
+    settings: BatchSettings,
+    log: logging.Logger,
+    *,
+    attempt: int = 1,
+    job: Job | None = None,
+) -> Instruction:
+    decision = decide(error, attempt, settings.max_attempts, settings.retry_delay_ms)
+    log_event(
+        log,
+        logging.WARNING,
+        "job_failed",
+        message_id=job.message_id if job else shown_message_id(delivery.message_id),
+        account_uuid=job.account_uuid if job else None,
+        attempt=attempt,
+        decision=decision.verdict,
+        reason=reason_of(decision),
+    )
+    return Instruction(delivery, decision)
+
+
+def _acked(delivery: Delivery, job: Job, run: RecordedRun, duplicate: bool, log: logging.Logger) -> Instruction:
+    log_event(
+        log,
+        logging.DEBUG,
+        "job_duplicate" if duplicate else "job_done",
+        message_id=job.message_id,
+        account_uuid=job.account_uuid,
+        host=run.host,
+        status=run.status,
+        attempt=job.attempt,
+    )
+    return Instruction(delivery, Ack(duplicate), _reply(delivery, job, run))
+
+
+def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str | int] | None:
+    if not delivery.reply_to:
+        return None
+    reply: dict[str, str | int] = {
+        "account_uuid": job.account_uuid,
+        "host": run.host,
+        "status": run.status,
+        "message_id": job.message_id,
+    }
+    if run.exit_status is not None:
+        reply["exit_status"] = run.exit_status
+    if run.stdout is not None:
+        reply["stdout"] = run.stdout
+    if run.stderr is not None:
+        reply["stderr"] = run.stderr
+    return reply
+
+
+def _apikey_ok(expected: str | None, given: str) -> bool:
+    if expected is None:
+        return True
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def _reason(result: BatchResult) -> str:
+    decision = result.instructions[0].decision if result.instructions else None
+    return decision.reason if isinstance(decision, Requeue) else "database unavailable"
+
+
+def _in_order(deliveries: Sequence[Delivery], *parts: Sequence[Instruction]) -> BatchResult:
+    by_delivery = {id(i.delivery): i for part in parts for i in part}
+    return BatchResult(tuple(by_delivery[id(d)] for d in deliveries))

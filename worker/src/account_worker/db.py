@@ -1,6 +1,6 @@
 """PostgreSQL access: one persistent connection, host lookup with a TTL cache, idempotent run records.
 
-The adapter behind store.Database; the record types come from the core (store.py).
+The adapter behind store.JobStore; the record types come from the core (store.py).
 """
 
 from __future__ import annotations

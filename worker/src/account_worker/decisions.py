@@ -7,6 +7,7 @@ checks that every outcome is handled (typing.assert_never).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import ClassVar, assert_never
 
 from account_worker.errors import (
@@ -39,10 +40,26 @@ class Retry:
     verdict: ClassVar[str] = "retry"
 
 
+class DeadLetterKind(StrEnum):
+    """The class of a dead letter's reason; its value is the dead-letter metric's `reason` label.
+
+    Those labels are what the monitoring rules and dashboards see: a value never changes.
+    """
+
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    BAD_APIKEY = "bad_apikey"
+    RECORD_REJECTED = "record_rejected"
+    ACTION_FAILED = "action_failed"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    CRASHED_WORKER = "crashed_worker"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
-    """Publish a copy carrying the reason to the dead-letter exchange, then ack."""
+    """Publish a copy carrying the reason to the dead-letter exchange, then ack; `kind` classes the reason."""
 
+    kind: DeadLetterKind
     reason: str
     verdict: ClassVar[str] = "dead_letter"
 
@@ -93,16 +110,18 @@ def decide(error: BaseException | None, attempt: int, max_attempts: int, retry_d
     if isinstance(error, DatabaseUnavailable):
         return Requeue(f"database unavailable: {error}" if str(error) else "database unavailable")
     if isinstance(error, InvalidMessage):
-        return DeadLetter(_bounded(f"invalid message: {error.reason}"))
+        return DeadLetter(DeadLetterKind.INVALID_MESSAGE, _bounded(f"invalid message: {error.reason}"))
     if isinstance(error, UnknownAccount):
-        return DeadLetter(_bounded(f"unknown account: {error.account_uuid}"))
+        return DeadLetter(DeadLetterKind.UNKNOWN_ACCOUNT, _bounded(f"unknown account: {error.account_uuid}"))
     if isinstance(error, BadApiKey):
-        return DeadLetter("bad apikey")
+        return DeadLetter(DeadLetterKind.BAD_APIKEY, "bad apikey")
     if isinstance(error, RecordRejected):
-        return DeadLetter(_bounded(f"record rejected by the database: {error}"))
+        return DeadLetter(DeadLetterKind.RECORD_REJECTED, _bounded(f"record rejected by the database: {error}"))
     what = f"action failed: {_describe(error)}"
     if isinstance(error, PermanentJobError):
-        return DeadLetter(_bounded(what))
+        return DeadLetter(DeadLetterKind.ACTION_FAILED, _bounded(what))
     if attempt < max_attempts:
         return Retry(attempt + 1, retry_delay_ms, _bounded(what))
-    return DeadLetter(_bounded(f"retries exhausted: {what} (attempt {attempt} of {max_attempts})"))
+    return DeadLetter(
+        DeadLetterKind.RETRIES_EXHAUSTED, _bounded(f"retries exhausted: {what} (attempt {attempt} of {max_attempts})")
+    )

@@ -1,4 +1,4 @@
-"""Per-job settlement when actions run concurrently (WORKER_CONCURRENCY > 1).
+"""Recording in completion order when actions run concurrently (WORKER_CONCURRENCY > 1).
 
 The job thread keeps up to `limit` actions in flight on the pool.  It takes deliveries
 while there is room, does their database part first (decode, apikey, host and earlier-run
@@ -11,7 +11,7 @@ delivery only: the others are recorded and acked as they finish.
 Still true: nothing is acked before its run is committed (the I/O thread acts on the
 posted results); the database connection stays on the job thread (actions never touch
 it); a take holding a message the broker got back unsettled (a suspect) is processed
-after everything in flight is settled, by batch.process_in_groups as with concurrency 1
+after everything in flight is recorded, by batch.process_in_groups as with concurrency 1
 (the suspect alone, so a crash takes no neighbour along).  Once the database is found
 down, every action still in flight is given back to the queue as it finishes,
 unrecorded (it runs again later: at-least-once), until resume() is called.
@@ -25,21 +25,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 
 from account_worker.actions import Action, Outcome
-from account_worker.batch import (
-    BatchResult,
-    BatchSettings,
-    Delivery,
-    Finished,
-    Pending,
-    finished_deliveries,
-    log_done,
-    prepare,
-    process_in_groups,
-    record,
-    requeue_all,
-    run_one,
-)
+from account_worker.batch import BatchSettings, log_done, prepare, process_in_groups, record
+from account_worker.delivery import BatchResult, Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable
+from account_worker.execution import Finished, Pending, finished_deliveries, next_duplicate, run_one
 from account_worker.messages import delivery_count
 from account_worker.store import Store
 
@@ -83,7 +72,7 @@ def _result(future: Future[Outcome | Exception]) -> Outcome | Exception:
     return error if isinstance(error, Exception) else RuntimeError(f"action ended by {type(error).__name__}")
 
 
-class Settler:
+class Recorder:
     """The job thread's side of concurrent processing: take, run on the pool, record in completion order."""
 
     def __init__(
@@ -125,7 +114,7 @@ class Settler:
         self._down = False
 
     def take(self, batch: Sequence[Delivery]) -> None:
-        """Start a take: its database part now (settled ones posted at once), its actions on the pool."""
+        """Start a take: its database part now (what it decides posted at once), its actions on the pool."""
         if self._down:
             self._post(requeue_all(batch, DOWN_REASON, database_down=True))
             return
@@ -137,13 +126,13 @@ class Settler:
             self._down = True
             self._post(prepared)
             return
-        if prepared.settled:
-            self._post(BatchResult(prepared.settled))
+        if prepared.decided:
+            self._post(BatchResult(prepared.decided))
         for pending in prepared.to_run:
             self._flight.submit(pending)
 
     def _alone(self, batch: Sequence[Delivery]) -> None:
-        """A take with suspects: settle everything in flight, then process it as concurrency 1 does."""
+        """A take with suspects: record everything in flight, then process it as concurrency 1 does."""
         self.drain()
         if self._down:
             self._post(requeue_all(batch, DOWN_REASON, database_down=True))
@@ -153,24 +142,17 @@ class Settler:
             if result.database_down:
                 self._down = True
 
-    def settle(self, timeout: float) -> int:
-        """Record and post what finished (waiting up to `timeout` for something to); the number settled."""
+    def record_finished(self, timeout: float) -> int:
+        """Record and post what finished (waiting up to `timeout` for something to); the number of actions collected."""
         finished = self._flight.collect(timeout)
         if not finished:
             return 0
         to_record: list[Finished] = []
         for item in finished:
-            pending, result = item.pending, item.result
-            if (
-                isinstance(result, Exception)
-                and not isinstance(result, DatabaseUnavailable)
-                and pending.followers
-                and not self._down
-            ):
-                # Its duplicates in the same take: the first of them runs now, answering the rest.
-                (delivery, job), *rest = pending.followers
-                pending.followers.clear()
-                self._flight.submit(Pending(delivery, job, pending.host, list(rest)))
+            # Once the database is down (or this action met it down), no duplicate starts.
+            successor = None if self._down or isinstance(item.result, DatabaseUnavailable) else next_duplicate(item)
+            if successor is not None:
+                self._flight.submit(successor)
             to_record.append(item)
         if self._down:
             self._post(requeue_all(finished_deliveries(to_record), DOWN_REASON, database_down=True))
@@ -184,6 +166,6 @@ class Settler:
         return len(finished)
 
     def drain(self) -> None:
-        """Wait for every action in flight and settle it (given back to the queue if the database is down)."""
+        """Wait for every action in flight and record it (given back to the queue if the database is down)."""
         while self._flight.count:
-            self.settle(timeout=1.0)
+            self.record_finished(timeout=1.0)

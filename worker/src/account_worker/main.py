@@ -17,7 +17,7 @@ from account_worker.config import SSH_ACTION, Config, load_config
 from account_worker.db import Database, HostCache
 from account_worker.errors import ConfigError
 from account_worker.logsetup import log_event, setup_logging
-from account_worker.metrics import Instrumentation, serve
+from account_worker.metrics_server import Instrumentation, serve
 from account_worker.observe import NO_OBSERVER
 from account_worker.runner import Runner
 
@@ -52,21 +52,11 @@ def build_action(cfg: Config) -> Action:
     if cfg.action != SSH_ACTION:
         return load_action(cfg.action)
     from account_worker.commands import load_allow_list  # noqa: PLC0415 - paramiko only when used
-    from account_worker.ssh import SshAction, SshSettings  # noqa: PLC0415
+    from account_worker.ssh import SshAction  # noqa: PLC0415
+    from account_worker.ssh_pool import SshSettings  # noqa: PLC0415
 
-    assert cfg.ssh_key_file and cfg.ssh_known_hosts and cfg.ssh_commands  # load_config checked them
-    settings = SshSettings(
-        user=cfg.ssh_user,
-        key_file=cfg.ssh_key_file,
-        known_hosts=cfg.ssh_known_hosts,
-        port=cfg.ssh_port,
-        connect_timeout=cfg.ssh_connect_timeout,
-        run_timeout=cfg.ssh_run_timeout,
-        max_output=cfg.ssh_max_output,
-        idle_timeout=cfg.ssh_idle_timeout,
-        host_concurrency=cfg.ssh_host_concurrency,
-    )
-    return SshAction(settings, load_allow_list(cfg.ssh_commands))
+    assert cfg.ssh_commands  # load_config requires it with the ssh action
+    return SshAction(SshSettings.from_config(cfg), load_allow_list(cfg.ssh_commands))
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """What the worker tells its instrumentation, and when: one small interface, few call sites.
 
 The I/O thread calls an Observer where it dispatches a decision (session.py) and where the
-connection, the consumer or the database's state changes (session.py, ioloop.py).  The
+connection, the consumer or the database's state changes (session.py, io_thread.py).  The
 default observer does nothing; metrics.py implements it with Prometheus.  An observer
 must not block: it is called on the I/O thread.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from account_worker.batch import Delivery
 from account_worker.decisions import Decision
+from account_worker.delivery import Delivery
 
 
 class Observer(Protocol):

@@ -1,9 +1,12 @@
-"""Remove secrets from text before it reaches a log line."""
+"""Remove secrets from text before it reaches a log line; how a secret setting is shown and hidden."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 MASK = "***"
 
@@ -31,3 +34,24 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}{m['at']}", text)
     text = _APIKEY.sub(lambda m: f"{m['head']}{m['vq']}{MASK}{m['vq']}", text)
     return _PASSWORD_KV.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """How a secret setting is shown (repr) and which literal strings it hides in logs."""
+
+    show: Callable[[Any], Any]
+    literals: Callable[[Any], tuple[str, ...]]
+
+
+def _password(url: str) -> tuple[str, ...]:
+    password = urlsplit(url).password
+    return (password,) if password else ()
+
+
+URL_PASSWORD = Redaction(show=redact_url, literals=_password)
+URL_PASSWORDS = Redaction(
+    show=lambda urls: tuple(redact_url(u) for u in urls),
+    literals=lambda urls: tuple(p for u in urls for p in _password(u)),
+)
+WHOLE_VALUE = Redaction(show=lambda v: MASK if v else None, literals=lambda v: (v,) if v else ())

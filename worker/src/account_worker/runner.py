@@ -1,8 +1,8 @@
-"""The worker façade: wires the I/O thread (ioloop.py) and the job thread (jobloop.py).
+"""The worker façade: wires the I/O thread (io_thread.py) and the job thread (job_thread.py).
 
 The caller's thread becomes the I/O thread; it owns pika.  The job thread owns the
-database.  They share one buffer of deliveries (I/O -> job) and the I/O loop's inbox
-of reports (job -> I/O, see jobloop.JobReport).
+database.  They share one buffer of deliveries (I/O -> job) and the I/O thread's inbox
+of reports (job -> I/O, see job_thread.JobReport).
 """
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ from typing import Any
 
 from account_worker import amqp
 from account_worker.actions import Action
-from account_worker.batch import Delivery
 from account_worker.config import Config
-from account_worker.ioloop import IOLoop
-from account_worker.jobloop import JobLoop
+from account_worker.delivery import Delivery
+from account_worker.io_thread import IOThread
+from account_worker.job_thread import JobThread
 from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.observe import NO_OBSERVER, Observer
-from account_worker.store import Database
+from account_worker.store import JobStore
 
 
 class Runner:
     def __init__(
         self,
         cfg: Config,
-        database: Database,
+        store: JobStore,
         action: Action,
         stop: threading.Event,
         *,
@@ -41,10 +41,10 @@ class Runner:
         self._cfg = cfg
         self._log = logger or logging.getLogger(LOGGER_NAME)
         deliveries: queue.Queue[Delivery] = queue.Queue()
-        self._io = IOLoop(cfg, stop, deliveries, connect=connect, random=random, logger=self._log, observer=observer)
-        self._job = JobLoop(
+        self._io = IOThread(cfg, stop, deliveries, connect=connect, random=random, logger=self._log, observer=observer)
+        self._job = JobThread(
             cfg,
-            database,
+            store,
             action,
             deliveries,
             post=self._io.post,

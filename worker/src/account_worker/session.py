@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, assert_never
 
 from account_worker import amqp
-from account_worker.batch import Delivery, Instruction
 from account_worker.config import Config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
+from account_worker.delivery import Delivery, Instruction
 from account_worker.logsetup import log_event
 from account_worker.observe import NO_OBSERVER, Observer
 from account_worker.redact import redact
@@ -68,7 +68,7 @@ class Session:
 
     def wake(self, callback: Callable[[], None]) -> None:
         """Have the I/O thread run `callback` soon; safe from any thread, a no-op once the connection is gone."""
-        # A closed connection raises; the I/O loop drains its inbox on its own anyway.
+        # A closed connection raises; the I/O thread drains its inbox on its own anyway.
         with contextlib.suppress(Exception):
             self._conn.add_callback_threadsafe(callback)
 

@@ -1,12 +1,8 @@
 """The ssh action (WORKER_ACTION=ssh): run an allow-listed command on the account's host.
 
-paramiko does the protocol.  The host key is checked against the pinned known_hosts
-file only (an unknown key is rejected, never added); the worker logs in as one
-configured user with its own key, on the port the account's host names
-(`name:port`, `[address]:port`) or else the configured one.  One SSH transport per host is kept and shared by
-that host's jobs (one channel per job, at most `host_concurrency` at a time), closed
-once idle, and re-established when it broke.  Connect and run times and the output
-kept are bounded.
+The command is resolved against the allow-list (commands.py) and run over the host's
+shared connection (ssh_pool.py: pinned host keys, one transport per host, bounded time
+and output); here its end becomes the job's outcome.
 
 Outcomes (see decisions.decide): exit 0 -> done, recorded with its output; an exit code
 the command lists in retry_exit_codes, a refused or timed-out connection, an
@@ -19,105 +15,40 @@ A job without a payload is the record-only job (actions.default_action): nothing
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import select
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import paramiko
 
 from account_worker.actions import Outcome, default_action
 from account_worker.commands import AllowList, Command, request_of
 from account_worker.errors import PermanentJobError, TransientJobError
-from account_worker.logsetup import LOGGER_NAME, log_event
 from account_worker.messages import Job
+from account_worker.ssh_pool import RunTimeout, SshPool, SshSettings, UnpinnedHostKey, host_and_port
 
-READ_CHUNK = 32768
-POLL_SECONDS = 0.2  # longest wait between two looks at a running command's channel
 STDERR_IN_REASON = 200  # characters of stderr a dead-letter reason quotes
 
 
-@dataclass(frozen=True)
-class SshSettings:
-    user: str
-    key_file: str
-    known_hosts: str
-    port: int = 22
-    connect_timeout: float = 10.0
-    run_timeout: float = 60.0
-    max_output: int = 4096
-    idle_timeout: float = 60.0
-    host_concurrency: int = 4
+class SshAction:
+    """The action: resolve the job's command against the allow-list, run it on the host."""
 
+    def __init__(self, settings: SshSettings, allow_list: AllowList, pool: SshPool | None = None) -> None:
+        self._settings = settings
+        self._allow_list = allow_list
+        self.pool = pool or SshPool(settings)
 
-class UnpinnedHostKey(paramiko.SSHException):  # type: ignore[misc]
-    """The host offered a key that known_hosts does not list for it."""
+    def __call__(self, job: Job, host: str) -> str | Outcome:
+        if not job.payload:  # no payload at all: the record-only job (a payload without a command is invalid)
+            return default_action(job, host)
+        request = request_of(self._allow_list, job.payload)  # InvalidMessage: dead-lettered as invalid
+        host_and_port(host, self._settings.port)  # a malformed host: PermanentJobError, before connecting
+        try:
+            exit_status, stdout, stderr = self.pool.run(host, request.line)
+        except Exception as exc:  # classified into retry or dead-letter
+            raise classify(exc, host, self._settings.user) from exc
+        return exit_outcome(request.command, host, exit_status, stdout, stderr)
 
-
-class _RejectUnpinned(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
-    """Like paramiko's RejectPolicy, with an exception of its own so the reason is exact."""
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        raise UnpinnedHostKey(f"host key of {hostname} is not in the pinned known_hosts")
-
-
-class RunTimeout(Exception):
-    """The command did not finish within run_timeout."""
-
-
-@dataclass
-class _Bounded:
-    """Keeps the first `limit` bytes of a stream and counts the rest."""
-
-    limit: int
-    kept: bytearray = field(default_factory=bytearray)
-    total: int = 0
-
-    def add(self, data: bytes) -> None:
-        self.total += len(data)
-        room = self.limit - len(self.kept)
-        if room > 0:
-            self.kept += data[:room]
-
-    def text(self) -> str:
-        return bounded_text(bytes(self.kept), self.total)
-
-
-def bounded_text(kept: bytes, total: int) -> str:
-    """Output as text for job_runs: UTF-8 (invalid bytes and NUL replaced), with a truncation note."""
-    text = kept.decode("utf-8", "replace").replace("\x00", "\ufffd")
-    if total > len(kept):
-        text += f"\n[truncated: {total} bytes, {len(kept)} kept]"
-    return text
-
-
-# ---------------------------------------------------------------------------- hosts and outcomes (pure)
-
-
-def host_and_port(host: str, default_port: int) -> tuple[str, int]:
-    """An account's host as (name, port): `name`, `name:port`, `[address]:port`, `[address]`, or a
-    bare IPv6 address (which takes the default port).  A port that is not 1..65535 is a PermanentJobError.
-    """
-    name, port = host, ""
-    if host.startswith("["):
-        inner, bracket, rest = host[1:].partition("]")
-        if not bracket or not inner or (rest and not rest.startswith(":")):
-            raise PermanentJobError(f"account host {host!r} is not a host name, [address] or [address]:port")
-        name, port = inner, rest[1:] if rest else ""
-        if rest and not port:
-            port = "-"  # "[address]:" names no port
-    elif host.count(":") == 1:
-        name, _, port = host.partition(":")
-    if not port:
-        return name, default_port
-    if not port.isdigit() or not 1 <= int(port) <= 65535 or not name:
-        raise PermanentJobError(f"account host {host!r} has no valid port (1..65535)")
-    return name, int(port)
+    def close(self) -> None:
+        self.pool.close()
 
 
 def exit_outcome(command: Command, host: str, exit_status: int, stdout: str, stderr: str) -> Outcome:
@@ -152,192 +83,3 @@ def classify(error: BaseException, host: str, user: str) -> Exception:
     if isinstance(error, paramiko.SSHException | EOFError):
         return TransientJobError(f"ssh session with {host} failed: {type(error).__name__}: {error}")
     return TransientJobError(f"ssh to {host} failed: {type(error).__name__}: {error}")
-
-
-# ---------------------------------------------------------------------------- connections
-
-
-@dataclass
-class _Host:
-    slots: threading.BoundedSemaphore
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    client: Any = None
-    users: int = 0
-    last_used: float = 0.0
-
-
-class SshPool:
-    """One transport per host, shared by that host's jobs (a channel each); closed when idle."""
-
-    def __init__(
-        self,
-        settings: SshSettings,
-        *,
-        client_factory: Callable[[], Any] = paramiko.SSHClient,
-        clock: Callable[[], float] = time.monotonic,
-        logger: logging.Logger | None = None,
-    ) -> None:
-        self._settings = settings
-        self._client_factory = client_factory
-        self._clock = clock
-        self._log = logger or logging.getLogger(LOGGER_NAME)
-        self._hosts: dict[str, _Host] = {}
-        self._lock = threading.Lock()
-        self.handshakes = 0  # connections made (for logs and tests)
-
-    def _host(self, host: str) -> _Host:
-        with self._lock:
-            entry = self._hosts.get(host)
-            if entry is None:
-                entry = self._hosts[host] = _Host(threading.BoundedSemaphore(self._settings.host_concurrency))
-            return entry
-
-    def _connect(self, host: str) -> Any:
-        s = self._settings
-        name, port = host_and_port(host, s.port)
-        client = self._client_factory()
-        client.load_host_keys(s.known_hosts)
-        client.set_missing_host_key_policy(_RejectUnpinned())
-        try:
-            client.connect(  # known_hosts is looked up as `name`, or as `[name]:port` off port 22
-                name,
-                port=port,
-                username=s.user,
-                key_filename=s.key_file,
-                timeout=s.connect_timeout,
-                banner_timeout=s.connect_timeout,
-                auth_timeout=s.connect_timeout,
-                look_for_keys=False,
-                allow_agent=False,
-            )
-        except BaseException:
-            client.close()
-            raise
-        transport = client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(30)
-        with self._lock:
-            self.handshakes += 1
-        log_event(self._log, logging.INFO, "ssh_connected", host=host, user=s.user)
-        return client
-
-    @staticmethod
-    def _active(client: Any) -> bool:
-        transport = client.get_transport() if client is not None else None
-        return transport is not None and transport.is_active()
-
-    @contextlib.contextmanager
-    def _lease(self, host: str, *, replace: Any = None) -> Iterator[Any]:
-        """The host's transport, connecting if there is none or it is dead; counts as in use meanwhile.
-
-        `replace` is a transport that just failed: it is replaced unless another job replaced it
-        already (then the new one is used, not closed under the jobs it serves)."""
-        entry = self._host(host)
-        with entry.lock:
-            current = entry.client.get_transport() if entry.client is not None else None
-            if not self._active(entry.client) or (replace is not None and current is replace):
-                old, entry.client = entry.client, None
-                if old is not None:
-                    old.close()
-                entry.client = self._connect(host)
-            entry.users += 1
-            transport = entry.client.get_transport()
-        try:
-            yield transport
-        finally:
-            with entry.lock:
-                entry.users -= 1
-                entry.last_used = self._clock()
-
-    def run(self, host: str, line: str) -> tuple[int, str, str]:
-        """Run one command line on host: (exit status, stdout, stderr), output bounded."""
-        self.close_idle()
-        with self._host(host).slots:
-            failed: Any = None
-            for _ in range(2):
-                with self._lease(host, replace=failed) as transport:
-                    try:
-                        channel = transport.open_session(timeout=self._settings.connect_timeout)
-                    except paramiko.ChannelException:
-                        # sshd refused this channel (e.g. more than its MaxSessions) on a working
-                        # connection: the connection stays for the other jobs; this one is retried.
-                        raise
-                    except (paramiko.SSHException, EOFError, OSError):
-                        if failed is not None:
-                            raise
-                        log_event(self._log, logging.WARNING, "ssh_reconnecting", host=host)
-                        failed = transport  # a broken transport: nothing ran yet, connect anew once
-                        continue
-                    return self._execute(channel, line)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _execute(self, channel: Any, line: str) -> tuple[int, str, str]:
-        s = self._settings
-        out, err = _Bounded(s.max_output), _Bounded(s.max_output)
-        deadline = self._clock() + s.run_timeout
-        try:
-            channel.exec_command(line)
-            channel.shutdown_write()
-            while True:
-                while channel.recv_ready():
-                    out.add(channel.recv(READ_CHUNK))
-                while channel.recv_stderr_ready():
-                    err.add(channel.recv_stderr(READ_CHUNK))
-                if channel.exit_status_ready() and (channel.eof_received or channel.closed):
-                    if not channel.recv_ready() and not channel.recv_stderr_ready():
-                        break
-                    continue
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    raise RunTimeout(f"still running after {s.run_timeout:g} s")
-                if channel.eof_received:
-                    channel.status_event.wait(min(remaining, POLL_SECONDS))
-                else:
-                    select.select([channel], [], [], min(remaining, POLL_SECONDS))
-            return channel.recv_exit_status(), out.text(), err.text()
-        finally:
-            channel.close()
-
-    def close_idle(self) -> None:
-        """Close the transports no job used for idle_timeout seconds."""
-        now = self._clock()
-        with self._lock:
-            entries = list(self._hosts.items())
-        for host, entry in entries:
-            with entry.lock:
-                if entry.client is not None and not entry.users and now - entry.last_used > self._settings.idle_timeout:
-                    entry.client.close()
-                    entry.client = None
-                    log_event(self._log, logging.INFO, "ssh_idle_closed", host=host)
-
-    def close(self) -> None:
-        with self._lock:
-            entries = list(self._hosts.values())
-        for entry in entries:
-            with entry.lock:
-                if entry.client is not None:
-                    entry.client.close()
-                    entry.client = None
-
-
-class SshAction:
-    """The action: resolve the job's command against the allow-list, run it on the host."""
-
-    def __init__(self, settings: SshSettings, allow_list: AllowList, pool: SshPool | None = None) -> None:
-        self._settings = settings
-        self._allow_list = allow_list
-        self.pool = pool or SshPool(settings)
-
-    def __call__(self, job: Job, host: str) -> str | Outcome:
-        if not job.payload:  # no payload at all: the record-only job (a payload without a command is invalid)
-            return default_action(job, host)
-        request = request_of(self._allow_list, job.payload)  # InvalidMessage: dead-lettered as invalid
-        host_and_port(host, self._settings.port)  # a malformed host: PermanentJobError, before connecting
-        try:
-            exit_status, stdout, stderr = self.pool.run(host, request.line)
-        except Exception as exc:  # classified into retry or dead-letter
-            raise classify(exc, host, self._settings.user) from exc
-        return exit_outcome(request.command, host, exit_status, stdout, stderr)
-
-    def close(self) -> None:
-        self.pool.close()

@@ -1,6 +1,6 @@
 """What the worker core needs from the database: the record types and the store protocols.
 
-The core (batch, jobloop) depends on these; the psycopg adapter (db.py) implements them.
+The core (batch, inflight, job_thread) depends on these; the psycopg adapter (db.py) implements them.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ class Store(Protocol):
     def record_runs(self, runs: Sequence[Run]) -> list[RecordedRun]: ...
 
 
-class Database(Store, Protocol):
-    """A Store the job thread can also wait for (ping) and release (close); db.Database is PostgreSQL's."""
+class JobStore(Store, Protocol):
+    """The job thread's store: a Store it can also wait for (ping) and release (close); db.Database is PostgreSQL's."""
 
     def ping(self) -> None: ...
 

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from typing import Any, assert_never
 
 from account_worker import amqp
-from account_worker.batch import BatchResult, Delivery
 from account_worker.config import Config
+from account_worker.delivery import BatchResult, Delivery
 from account_worker.errors import JobThreadCrashed
-from account_worker.jobloop import Crashed, JobLoop, JobReport, Resume
+from account_worker.job_thread import Crashed, JobReport, JobThread, Resume
 from account_worker.logsetup import log_event
 from account_worker.observe import NO_OBSERVER, Observer
 from account_worker.session import Session
@@ -35,7 +35,9 @@ POLL_SECONDS = 0.2
 SHUTDOWN_POLL_SECONDS = 0.05
 
 
-class IOLoop:
+class IOThread:
+    """The I/O thread: run() on the caller's thread serves connections until stop; post() is the job thread's way in."""
+
     def __init__(
         self,
         cfg: Config,
@@ -77,7 +79,7 @@ class IOLoop:
 
     # ------------------------------------------------------------------ the I/O thread
 
-    def run(self, job: JobLoop) -> None:
+    def run(self, job: JobThread) -> None:
         """Connect, serve, reconnect after a loss, until stop is set. Raises JobThreadCrashed."""
         while not self._stop.is_set():
             conn = self._connect(self._cfg, self._stop, random=self._random, logger=self._log)
@@ -89,7 +91,7 @@ class IOLoop:
                 log_event(self._log, logging.WARNING, "amqp_connection_lost", error=f"{type(exc).__name__}: {exc}")
                 self._drop_buffered()
 
-    def _serve(self, conn: Any, job: JobLoop) -> None:
+    def _serve(self, conn: Any, job: JobThread) -> None:
         try:
             session = Session(conn, self._cfg, self._log, self._secrets, self._observer)
             self._session = session
@@ -159,7 +161,7 @@ class IOLoop:
                 case _:
                     assert_never(report)
 
-    def _shutdown(self, session: Session, job: JobLoop) -> None:
+    def _shutdown(self, session: Session, job: JobThread) -> None:
         """Stop consuming, requeue what was not started, let the jobs in flight finish within the grace."""
         log_event(self._log, logging.INFO, "shutdown_started", grace=self._cfg.shutdown_grace)
         deadline = self._clock() + self._cfg.shutdown_grace

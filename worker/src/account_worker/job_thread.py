@@ -2,7 +2,7 @@
 
 With WORKER_CONCURRENCY 1 it takes a batch, processes it (batch.process_in_groups) and
 posts its results before taking the next.  With more, it keeps up to that many actions
-in flight and records them in completion order (inflight.Settler): a slow job holds back
+in flight and records them in completion order (inflight.Recorder): a slow job holds back
 only its own delivery.
 
 It owns the database and never touches pika.  Everything it has to say to the I/O
@@ -21,13 +21,14 @@ from dataclasses import dataclass
 
 from account_worker.actions import Action
 from account_worker.backoff import backoff_delay
-from account_worker.batch import BatchResult, BatchSettings, Delivery, process_in_groups, requeue_all
+from account_worker.batch import BatchSettings, process_in_groups
 from account_worker.config import Config
+from account_worker.delivery import BatchResult, Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable
-from account_worker.inflight import Settler
+from account_worker.inflight import Recorder
 from account_worker.logsetup import log_event
 from account_worker.redact import redact
-from account_worker.store import Database
+from account_worker.store import JobStore
 
 # A database outage is waited out with the jobs safely queued in the broker; a
 # low cap on the ping interval resumes work within seconds of its return.
@@ -38,7 +39,7 @@ BATCH_WAIT_SECONDS = 0.2
 
 # With actions in flight and room for more: how long one wait for new deliveries lasts before
 # the finished actions are recorded (the wake-up latency of either kind of news).
-SETTLE_POLL_SECONDS = 0.02
+RECORD_POLL_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,13 @@ def take_batch(
     return batch
 
 
-class JobLoop:
+class JobThread:
     """The job thread and its stop flag; start() runs it, stop() asks it to finish its batch and return."""
 
     def __init__(
         self,
         cfg: Config,
-        database: Database,
+        store: JobStore,
         action: Action,
         deliveries: queue.Queue[Delivery],
         *,
@@ -93,7 +94,7 @@ class JobLoop:
         logger: logging.Logger,
     ) -> None:
         self._cfg = cfg
-        self._db = database
+        self._store = store
         self._action = action
         self._deliveries = deliveries
         self._post = post
@@ -101,7 +102,7 @@ class JobLoop:
         self._random = random
         self._log = logger
         self._secrets = cfg.secrets()
-        self._settings = BatchSettings(cfg.max_attempts, cfg.retry_delay_ms, cfg.apikey, cfg.crash_limit)
+        self._settings = BatchSettings.from_config(cfg)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job", daemon=True)
         # Actions run on up to cfg.concurrency threads; the job thread records each run (in
@@ -144,7 +145,7 @@ class JobLoop:
                 # process, what was decided before it is settled (the I/O thread applies reports
                 # in order, the crash last).
                 for result in process_in_groups(
-                    batch, self._db, self._action, self._settings, self._log, pool=self._pool
+                    batch, self._store, self._action, self._settings, self._log, pool=self._pool
                 ):
                     self._post(result)
                     database_down = database_down or result.database_down
@@ -159,46 +160,52 @@ class JobLoop:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
-            self._db.close()
+            self._store.close()
 
     def _run_concurrent(self, pool: ThreadPoolExecutor) -> None:
         """Take while there is room, record what finished; on stop, let what is in flight finish.
 
         The I/O thread bounds the drain: it waits for this thread up to the shutdown grace.
         """
-        settler = Settler(
-            self._db, self._action, self._settings, self._log, pool=pool, limit=self._cfg.concurrency, post=self._post
+        recorder = Recorder(
+            self._store,
+            self._action,
+            self._settings,
+            self._log,
+            pool=pool,
+            limit=self._cfg.concurrency,
+            post=self._post,
         )
         try:
             while not self._stop.is_set():
-                room = settler.room
+                room = recorder.room
                 batch: list[Delivery] = []
                 if room:
-                    wait = SETTLE_POLL_SECONDS if settler.in_flight else BATCH_WAIT_SECONDS
+                    wait = RECORD_POLL_SECONDS if recorder.in_flight else BATCH_WAIT_SECONDS
                     batch = take_batch(self._deliveries, min(self._cfg.batch_size, room), wait, self._is_current)
                 if batch and self._stop.is_set():
                     self._post(requeue_all(batch, "shutting down", database_down=False))
                     break
                 if batch:
-                    settler.take(batch)
-                settler.settle(0 if room else BATCH_WAIT_SECONDS)
-                if settler.database_down:
-                    settler.drain()  # what is still running is given back as it finishes
+                    recorder.take(batch)
+                recorder.record_finished(0 if room else BATCH_WAIT_SECONDS)
+                if recorder.database_down:
+                    recorder.drain()  # what is still running is given back as it finishes
                     log_event(self._log, logging.WARNING, "database_unavailable")
                     if not self._wait_for_database():
                         return
-                    settler.resume()
+                    recorder.resume()
                     self._post(Resume())
         finally:
             if self._stop.is_set():
-                settler.drain()
+                recorder.drain()
 
     def _wait_for_database(self) -> bool:
         """Ping until the database answers (capped backoff + jitter); False if told to stop."""
         attempt = 0
         while not self._stop.is_set():
             try:
-                self._db.ping()
+                self._store.ping()
                 return True
             except DatabaseUnavailable as exc:
                 delay = backoff_delay(attempt, base=0.5, cap=DB_BACKOFF_CAP, random=self._random)

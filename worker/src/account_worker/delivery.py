@@ -1,0 +1,57 @@
+"""The delivery types the two threads exchange: a message as received, what to do with it.
+
+A Delivery comes in from the I/O thread; the job thread answers with a BatchResult, one
+Instruction (a decisions.Decision, and a reply for an Ack) per delivery it has decided.  No
+pika here: the broker's objects stay opaque.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from account_worker.decisions import Decision, Requeue
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as received.
+
+    `tag` means something only on the channel it arrived on; `source` is that channel's
+    session object (opaque here, compared by identity), so only that session can settle it.
+    """
+
+    tag: int
+    source: object
+    body: bytes
+    message_id: str | None = None
+    headers: Mapping[str, Any] | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    properties: Any = None  # the broker's properties object, kept opaque for republishing
+    redelivered: bool = False  # the broker delivered it before (a consumer died or requeued it)
+    received_at: float = 0.0  # time.monotonic() when it arrived (the processing-time metric)
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """What the I/O thread must do with one delivery; `reply` is set only for an Ack (sent before it)."""
+
+    delivery: Delivery
+    decision: Decision
+    reply: Mapping[str, str | int] | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Instructions for some deliveries, to carry out in order; database_down: pause consuming."""
+
+    instructions: tuple[Instruction, ...]
+    database_down: bool = False
+
+
+def requeue_all(deliveries: Sequence[Delivery], reason: str, *, database_down: bool) -> BatchResult:
+    """Give every delivery back to the queue: nothing acked, nothing dead-lettered."""
+    decision = Requeue(reason)
+    return BatchResult(tuple(Instruction(d, decision) for d in deliveries), database_down=database_down)
