@@ -1,5 +1,5 @@
 """The publisher's command lines and requests (test_ingress.py), built in one place so
-that the root README's `curl` and `amqp-publish` examples can be checked against them."""
+that docs/worker.md's `curl` and `amqp-publish` examples can be checked against them."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def publish_request(routing_key: str, body: str, **properties: Any) -> dict[str,
 
 
 def job_request(routing_key: str, body: str, message_id: str, reply_to: str) -> str:
-    """A job for the publish endpoint, as the README's curl example sends it."""
+    """A job for the publish endpoint, as docs/worker.md's curl example sends it."""
     return compact(
         publish_request(
             routing_key,
@@ -47,7 +47,7 @@ def job_request(routing_key: str, body: str, message_id: str, reply_to: str) -> 
 
 
 def curl_argv(curl: str, target: Target, publisher: Publisher, data: str) -> list[str]:
-    """The README's curl command (over HTTPS with the CA when the management URL is https://)."""
+    """docs/worker.md's curl command (over HTTPS with the CA when the management URL is https://)."""
     tls = ["--cacert", target.ca_file] if target.management_tls and target.ca_file else []
     if target.management_tls and target.client_cert:
         tls += ["--cert", target.client_cert] + (["--key", target.client_key] if target.client_key else [])

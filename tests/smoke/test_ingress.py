@@ -1,6 +1,6 @@
 """Enqueueing jobs without Python, as the least-privilege publisher: RabbitMQ's
 HTTP API publish endpoint (from Python, and with the `curl` binary, exactly as
-the root README shows it) and Debian's `amqp-publish`; and everything else that
+docs/worker.md shows it) and Debian's `amqp-publish`; and everything else that
 user may not do.
 
 Needs SMOKE_PUBLISHER_USER and SMOKE_PUBLISHER_PASSWORD; the jobs that must be

@@ -1,4 +1,4 @@
-"""The root README's curl and amqp-publish examples are the commands the smoke suite
+"""The curl and amqp-publish examples of docs/worker.md (HTTPS ingress) are the commands the smoke suite
 runs (tests/smoke/smoke_ingress.py), with the sandbox's values filled in."""
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ def smoke() -> dict[str, ModuleType]:
 
 
 def readme_command(program: str) -> list[list[str]]:
-    """Each shell line of the README's ```sh blocks that runs `program` (continuations joined)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """Each shell line of docs/worker.md's ```sh blocks that runs `program` (continuations joined)."""
+    text = (ROOT / "docs" / "worker.md").read_text(encoding="utf-8")
     commands = []
     for block in re.findall(r"```sh\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
