@@ -29,8 +29,7 @@ FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
 
 def _slug(heading: str) -> str:
-    text = re.sub(r"[`*_]", "", heading.strip().lower())
-    text = re.sub(r"[^\w\- ]", "", text)
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())  # GitHub's: punctuation out, _ and - kept
     return text.replace(" ", "-")
 
 
