@@ -115,3 +115,25 @@ def test_tags_as_a_string_or_a_list_are_the_same_tags() -> None:
     green = copy.deepcopy(BLUE)
     green["users"][2]["tags"] = "management"
     assert "users" not in delta(green)["import"]
+
+
+def test_the_shovel_plan_moves_every_queue_to_the_same_queue_on_green_acknowledged_on_confirm() -> None:
+    queues = [{"vhost": "app", "name": "jobs"}, {"vhost": "/", "name": "events"}, {"vhost": "a/b", "name": "q"}]
+    plan = migrate.migrate_shovel_plan(queues, [], "amqp://admin:pw@green1:5672/")
+    assert [s["key"] for s in plan["shovels"]] == ["app|migrate-jobs", "/|migrate-events", "a/b|migrate-q"]
+    assert plan["start"] == plan["shovels"]
+    jobs = plan["shovels"][0]["value"]
+    assert (jobs["src-uri"], jobs["dest-uri"]) == ("amqp:///app", "amqp://admin:pw@green1:5672/app")
+    assert (jobs["src-queue"], jobs["dest-queue"], jobs["ack-mode"]) == ("jobs", "jobs", "on-confirm")
+    assert jobs["src-delete-after"] == "never" and jobs["dest-add-forward-headers"] is False
+    # The default vhost and a vhost with a slash are percent-encoded in the URIs.
+    assert plan["shovels"][1]["value"]["src-uri"] == "amqp:///%2F"
+    assert plan["shovels"][2]["value"]["dest-uri"].endswith(":5672/a%2Fb")
+
+
+def test_the_shovel_plan_starts_only_the_shovels_not_running_yet() -> None:
+    queues = [{"vhost": "app", "name": "jobs"}, {"vhost": "app", "name": "jobs.dlq"}]
+    existing = [{"vhost": "app", "name": "migrate-jobs"}, {"vhost": "app", "name": "someone-elses"}]
+    plan = migrate.migrate_shovel_plan(queues, existing, "amqp://a:b@g:5672/")
+    assert [s["name"] for s in plan["shovels"]] == ["migrate-jobs", "migrate-jobs.dlq"]
+    assert [s["name"] for s in plan["start"]] == ["migrate-jobs.dlq"]
