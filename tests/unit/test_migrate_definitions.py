@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 _path = (
     Path(__file__).resolve().parents[2]
@@ -137,3 +143,34 @@ def test_the_shovel_plan_starts_only_the_shovels_not_running_yet() -> None:
     plan = migrate.migrate_shovel_plan(queues, existing, "amqp://a:b@g:5672/")
     assert [s["name"] for s in plan["shovels"]] == ["migrate-jobs", "migrate-jobs.dlq"]
     assert [s["name"] for s in plan["start"]] == ["migrate-jobs.dlq"]
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"migrate_drain_timeout": "soon"}, "migrate_drain_timeout"),
+        ({"migrate_amqp_port": 70000}, "migrate_amqp_port"),
+        ({"migrate_green_group": "blue"}, "migrate_green_group"),
+    ],
+    ids=["timeout not a number", "port out of range", "green is blue"],
+)
+def test_bad_migrate_variables_fail_before_anything_is_read(tmp_path: Path, bad: dict, named: str) -> None:
+    """The role's argument specs and prechecks refuse them on the controller: the brokers (unreachable
+    here) are never asked."""
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  children:\n"
+        "    blue: {hosts: {blue1: {ansible_host: 192.0.2.1}}}\n"
+        "    green: {hosts: {green1: {ansible_host: 192.0.2.2}}}\n"
+    )
+    (tmp_path / "extra.json").write_text(json.dumps(bad))
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(tmp_path / "hosts.yml"),
+         "-e", f"@{tmp_path / 'extra.json'}", str(root / "playbooks" / "migrate.yml")],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert named in run.stdout, run.stdout[-2000:]
+    assert "unreachable=1" not in run.stdout, "a broker was contacted before the variables were checked"
