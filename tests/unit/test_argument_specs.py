@@ -193,16 +193,16 @@ CASES = {
         {"monitoring_alertmanager_receivers": [{"webhook_configs": [{"url": "http://h/"}]}]},
         "name",
     ),
-    "monitoring fd ratio above 1": ("monitoring", {"monitoring_rules_fd_ratio": 80}, "monitoring_rules_fd_ratio"),
+    "monitoring fd ratio above 1": ("monitoring", {"monitoring_rules": {"fd_ratio": 80}}, "monitoring_rules.fd_ratio"),
     "monitoring window not a duration": (
         "monitoring",
-        {"monitoring_rules_no_consumers_for": "ten minutes"},
-        "monitoring_rules_",
+        {"monitoring_rules": {"no_consumers_for": "ten minutes"}},
+        "monitoring_rules.no_consumers_for",
     ),
     "monitoring work queues not a list": (
         "monitoring",
-        {"monitoring_rules_work_queues": {"jobs": True}},
-        "monitoring_rules_work_queues",
+        {"monitoring_rules": {"work_queues": {"jobs": True}}},
+        "work_queues",
     ),
     "monitoring extra job reusing a role job": (
         "monitoring",

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 _path = (
     Path(__file__).resolve().parents[2]
@@ -115,3 +121,56 @@ def test_tags_as_a_string_or_a_list_are_the_same_tags() -> None:
     green = copy.deepcopy(BLUE)
     green["users"][2]["tags"] = "management"
     assert "users" not in delta(green)["import"]
+
+
+def test_the_shovel_plan_moves_every_queue_to_the_same_queue_on_green_acknowledged_on_confirm() -> None:
+    queues = [{"vhost": "app", "name": "jobs"}, {"vhost": "/", "name": "events"}, {"vhost": "a/b", "name": "q"}]
+    plan = migrate.migrate_shovel_plan(queues, [], "amqp://admin:pw@green1:5672/")
+    assert [s["key"] for s in plan["shovels"]] == ["app|migrate-jobs", "/|migrate-events", "a/b|migrate-q"]
+    assert plan["start"] == plan["shovels"]
+    jobs = plan["shovels"][0]["value"]
+    assert (jobs["src-uri"], jobs["dest-uri"]) == ("amqp:///app", "amqp://admin:pw@green1:5672/app")
+    assert (jobs["src-queue"], jobs["dest-queue"], jobs["ack-mode"]) == ("jobs", "jobs", "on-confirm")
+    assert jobs["src-delete-after"] == "never" and jobs["dest-add-forward-headers"] is False
+    # The default vhost and a vhost with a slash are percent-encoded in the URIs.
+    assert plan["shovels"][1]["value"]["src-uri"] == "amqp:///%2F"
+    assert plan["shovels"][2]["value"]["dest-uri"].endswith(":5672/a%2Fb")
+
+
+def test_the_shovel_plan_starts_only_the_shovels_not_running_yet() -> None:
+    queues = [{"vhost": "app", "name": "jobs"}, {"vhost": "app", "name": "jobs.dlq"}]
+    existing = [{"vhost": "app", "name": "migrate-jobs"}, {"vhost": "app", "name": "someone-elses"}]
+    plan = migrate.migrate_shovel_plan(queues, existing, "amqp://a:b@g:5672/")
+    assert [s["name"] for s in plan["shovels"]] == ["migrate-jobs", "migrate-jobs.dlq"]
+    assert [s["name"] for s in plan["start"]] == ["migrate-jobs.dlq"]
+
+
+@pytest.mark.ansible
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"migrate_drain_timeout": "soon"}, "migrate_drain_timeout"),
+        ({"migrate_amqp_port": 70000}, "migrate_amqp_port"),
+        ({"migrate_green_group": "blue"}, "migrate_green_group"),
+    ],
+    ids=["timeout not a number", "port out of range", "green is blue"],
+)
+def test_bad_migrate_variables_fail_before_anything_is_read(tmp_path: Path, bad: dict, named: str) -> None:
+    """The role's argument specs and prechecks refuse them on the controller: the brokers (unreachable
+    here) are never asked."""
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  children:\n"
+        "    blue: {hosts: {blue1: {ansible_host: 192.0.2.1}}}\n"
+        "    green: {hosts: {green1: {ansible_host: 192.0.2.2}}}\n"
+    )
+    (tmp_path / "extra.json").write_text(json.dumps(bad))
+    run = subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(tmp_path / "hosts.yml"),
+         "-e", f"@{tmp_path / 'extra.json'}", str(root / "playbooks" / "migrate.yml")],
+        capture_output=True, text=True, check=False, timeout=300,
+        env={**os.environ, "ANSIBLE_CONFIG": str(root / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert named in run.stdout, run.stdout[-2000:]
+    assert "unreachable=1" not in run.stdout, "a broker was contacted before the variables were checked"

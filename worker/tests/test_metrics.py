@@ -20,26 +20,11 @@ from account_worker.errors import (
     TransientJobError,
     UnknownAccount,
 )
-from account_worker.metrics import OTHER_REASON, WorkerMetrics, reason_label
+from account_worker.metrics import OTHER_REASON, reason_label
 from account_worker.session import Session
-from fakes import Clock, Method, RecordingConnection
+from fakes import Method, RecordingConnection
 
 LOG = logging.getLogger("account_worker")
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def metrics(registry, clock) -> WorkerMetrics:
-    return WorkerMetrics(registry, clock=clock, wall_clock=lambda: 1_700_000_000.0)
 
 
 def jobs(registry: CollectorRegistry, outcome: str, reason: str = "") -> float | None:

@@ -8,31 +8,14 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from account_worker.config import load_config
 from account_worker.decisions import Ack
 from account_worker.delivery import Delivery
 from account_worker.metrics import WorkerMetrics
 from account_worker.metrics_server import DatabaseProbe, make_app, new_registry, serve
-from fakes import Clock
 
 LOG = logging.getLogger("account_worker")
-
-
-@pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def metrics(registry, clock) -> WorkerMetrics:
-    return WorkerMetrics(registry, clock=clock, wall_clock=lambda: 1_700_000_000.0)
 
 
 def delivery(tag: int) -> Delivery:

@@ -17,12 +17,19 @@ sentences}. Rules:
 
 `migrate_queue_names(definitions)` lists the durable, non-exclusive queues as
 {"vhost", "name"}: the queues whose messages the shovels move.
+
+`migrate_shovel_plan(queues, existing, dest_uri)` plans one dynamic shovel per such queue
+(blue's queue -> the same queue on green, acknowledged on blue once green confirmed it):
+{"shovels": every wanted shovel as {"key", "vhost", "name", "queue", "value"},
+"start": those not among `existing` (blue's `GET /api/parameters/shovel`)}. `dest_uri` is
+green's AMQP URI without the vhost (`amqp://user:password@host:port/`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from typing import Any
 
 _HA_KEYS = (
@@ -73,6 +80,35 @@ def migrate_queue_names(definitions: dict[str, Any]) -> list[dict[str, str]]:
         for q in definitions.get("queues", [])
         if q.get("durable", True) and not q.get("exclusive", False) and not str(q["name"]).startswith("amq.")
     ]
+
+
+SHOVEL_PREFIX = "migrate-"
+
+
+def _vhost_path(vhost: str) -> str:
+    return urllib.parse.quote(vhost, safe="")
+
+
+def migrate_shovel_plan(queues: list[dict[str, str]], existing: list[dict[str, Any]], dest_uri: str) -> dict[str, Any]:
+    running = {(p["vhost"], p["name"]) for p in existing if str(p.get("name", "")).startswith(SHOVEL_PREFIX)}
+    shovels = []
+    for queue in queues:
+        vhost, name = queue["vhost"], queue["name"]
+        shovel = SHOVEL_PREFIX + name
+        value = {
+            "src-protocol": "amqp091",
+            "src-uri": "amqp:///" + _vhost_path(vhost),
+            "src-queue": name,
+            "dest-protocol": "amqp091",
+            "dest-uri": dest_uri + _vhost_path(vhost),
+            "dest-queue": name,
+            "dest-add-forward-headers": False,
+            "ack-mode": "on-confirm",
+            "src-delete-after": "never",
+            "reconnect-delay": 5,
+        }
+        shovels.append({"key": f"{vhost}|{shovel}", "vhost": vhost, "name": shovel, "queue": name, "value": value})
+    return {"shovels": shovels, "start": [s for s in shovels if (s["vhost"], s["name"]) not in running]}
 
 
 def migrate_definitions_delta(
@@ -173,4 +209,5 @@ class FilterModule:
             "migrate_definitions_delta": migrate_definitions_delta,
             "migrate_queue_names": migrate_queue_names,
             "migrate_describe_client": migrate_describe_client,
+            "migrate_shovel_plan": migrate_shovel_plan,
         }
