@@ -123,6 +123,8 @@ HOSTILE = {
     "and": "x && touch /tmp/{p}and",
     "pipe": "x | tee /tmp/{p}pipe",
     "redirect": "x > /tmp/{p}redirect",
+    # The control of the option-injection case below: a dash inside the text is text.
+    "dash": "x -n",
 }
 
 
@@ -163,6 +165,8 @@ def test_forbidden_commands_and_bad_parameters_are_dead_lettered_as_invalid(
         "range": {"command": "sleep", "params": {"seconds": 3600}},
         "extra": {"command": "uptime", "params": {"x": "y"}},
         "nocommand": {"comand": "uptime"},
+        # CWE-88: quoted, but still an option to echo (it would print nothing); the allow-list does not permit it.
+        "option": {"command": "echo", "params": {"text": "-n"}},
     }
     for name, payload in bad.items():
         publish(publisher, f"{prefix}{name}", account_uuid, payload)
@@ -170,6 +174,7 @@ def test_forbidden_commands_and_bad_parameters_are_dead_lettered_as_invalid(
     assert set(dead) == {f"{prefix}{name}" for name in bad}
     assert all(reason.startswith("invalid message: ") for reason in dead.values()), dead
     assert "not allow-listed" in dead[f"{prefix}unknown"]
+    assert "begins with '-' and would be read as an option" in dead[f"{prefix}option"]
     assert recorded(env.database_url, prefix).rows == 0
 
 

@@ -18,6 +18,12 @@ ALLOW = {
         "params": {"lines": {"type": "int", "min": 1, "max": 1000}, "name": {"pattern": "[a-z]{1,16}"}},
         "retry_exit_codes": [75],
     },
+    "say": {"argv": ["echo", "{text}"], "params": {"text": {"pattern": "[ -~]{1,200}"}}},
+    "grep": {
+        "argv": ["grep", "-e", "{expr}", "--", "{file}"],
+        "params": {"expr": {"pattern": "[ -~]{1,64}", "allow_leading_dash": True}, "file": {"pattern": "[a-z/-]+"}},
+    },
+    "offset": {"argv": ["seq", "{n}"], "params": {"n": {"type": "int", "min": -9, "max": 9}}},
 }
 COMMANDS = parse_allow_list(json.dumps(ALLOW))
 
@@ -50,6 +56,16 @@ def test_typed_parameters_are_rendered_in_place():
     assert request.command.retry_exit_codes == {75}
 
 
+def test_a_leading_dash_passes_only_where_the_allow_list_permits_it():
+    """CWE-88: quoting keeps a value one word, but a word that begins with "-" is still an option. Elsewhere in
+    a word, or where the entry says allow_leading_dash (here after "-e", which ends the option), it is text."""
+    assert shlex.split(request_of(COMMANDS, {"command": "say", "params": {"text": "a -n"}}).line) == ["echo", "a -n"]
+    assert shlex.split(request_of(COMMANDS, {"command": "echo", "params": {"text": "-n"}}).line) == ["echo", "say:-n"]
+    line = request_of(COMMANDS, {"command": "grep", "params": {"expr": "-v", "file": "/etc/hosts"}}).line
+    assert shlex.split(line) == ["grep", "-e", "-v", "--", "/etc/hosts"]
+    assert shlex.split(request_of(COMMANDS, {"command": "offset", "params": {"n": 3}}).line) == ["seq", "3"]
+
+
 @pytest.mark.parametrize(
     ("payload", "why"),
     [
@@ -67,6 +83,10 @@ def test_typed_parameters_are_rendered_in_place():
         ({"command": "tail", "params": {"lines": 1, "name": "syslog; id"}}, "does not match"),
         ({"command": "tail", "params": {"lines": 1, "name": 7}}, "must be a string"),
         ({"command": "echo", "params": {"text": "x" * 2000}}, "too long"),
+        ({"command": "say", "params": {"text": "-n"}}, "begins with '-' and would be read as an option"),
+        ({"command": "say", "params": {"text": "--help"}}, "would be read as an option"),
+        ({"command": "grep", "params": {"expr": "x", "file": "-r"}}, "would be read as an option"),
+        ({"command": "offset", "params": {"n": -1}}, "would be read as an option"),
     ],
 )
 def test_requests_outside_the_allow_list_are_invalid_messages(payload, why):
@@ -92,6 +112,7 @@ def test_requests_outside_the_allow_list_are_invalid_messages(payload, why):
         ({"x": {"argv": ["echo", "{p"], "params": {}}}, "bad template"),
         ({"x": {"argv": ["echo"], "retry_exit_codes": [0]}}, "retry_exit_codes"),
         ({"x": {"argv": ["echo"], "shell": True}}, "unknown keys"),
+        ({"x": {"argv": ["echo", "{p}"], "params": {"p": {"pattern": "a", "allow_leading_dash": 1}}}}, "true or false"),
     ],
 )
 def test_a_bad_allow_list_is_a_config_error_naming_the_entry(allow, why):

@@ -3,8 +3,10 @@
 The allow-list is a JSON object read from WORKER_SSH_COMMANDS: command name ->
 {"argv": [...], "params": {...}, "retry_exit_codes": [...]}.  Each argv element is a
 literal or a template with `{param}` placeholders; each parameter is typed ("str" with a
-mandatory `pattern` matched in full, or "int" with optional `min`/`max`).  A job names
-a command and its parameters in its payload:
+mandatory `pattern` matched in full, or "int" with optional `min`/`max`).  A value that
+would make an argv element begin with "-" is refused unless its parameter says
+`"allow_leading_dash": true`: the remote program would read the element as an option
+(CWE-88, argument injection), which no quoting prevents.  A job names a command and its parameters in its payload:
 
     {"command": "disk_usage", "params": {"path": "/srv/app"}}
 
@@ -33,13 +35,15 @@ _FORMATTER = string.Formatter()
 
 @dataclass(frozen=True)
 class Param:
-    """One typed parameter: str values must fullmatch `pattern`; int values lie in [minimum, maximum]."""
+    """One typed parameter: str values must fullmatch `pattern`; int values lie in [minimum, maximum].
+    `allow_leading_dash`: the value may begin an argv element with "-" (see Command.render)."""
 
     name: str
     type: str
     pattern: re.Pattern[str] | None = None
     minimum: int | None = None
     maximum: int | None = None
+    allow_leading_dash: bool = False
 
     def check(self, value: object) -> str:
         """The value as text for the argv, or InvalidMessage saying why it is refused."""
@@ -80,7 +84,16 @@ class Command:
             if name not in values:
                 raise InvalidMessage(f"command {self.name} needs parameter {name}")
             checked[name] = param.check(values[name])
-        return " ".join(shlex.quote(element.format_map(checked)) for element in self.argv)
+        words = []
+        for element in self.argv:
+            word = element.format_map(checked)
+            if word.startswith("-") and not element.startswith("-"):
+                # The "-" came from a parameter: the program would read the word as an option (CWE-88).
+                names = sorted(_placeholders(self.name, element))
+                if not all(self.params[n].allow_leading_dash for n in names):
+                    raise InvalidMessage(f"parameter {names[0]} begins with '-' and would be read as an option")
+            words.append(shlex.quote(word))
+        return " ".join(words)
 
 
 @dataclass(frozen=True)
@@ -144,12 +157,16 @@ def _int_or_none(where: str, spec: Mapping[str, Any], key: str) -> int | None:
 def _param(where: str, name: str, spec: object) -> Param:
     if not isinstance(spec, Mapping):
         raise _fail(where, "must be an object")
-    unknown = set(spec) - {"type", "pattern", "min", "max"}
+    unknown = set(spec) - {"type", "pattern", "min", "max", "allow_leading_dash"}
     if unknown:
         raise _fail(where, f"unknown keys {sorted(unknown)}")
     kind = spec.get("type", "str")
+    dash = spec.get("allow_leading_dash", False)
+    if not isinstance(dash, bool):
+        raise _fail(where, "allow_leading_dash must be true or false")
     if kind == "int":
-        return Param(name, "int", minimum=_int_or_none(where, spec, "min"), maximum=_int_or_none(where, spec, "max"))
+        minimum, maximum = _int_or_none(where, spec, "min"), _int_or_none(where, spec, "max")
+        return Param(name, "int", minimum=minimum, maximum=maximum, allow_leading_dash=dash)
     if kind != "str":
         raise _fail(where, f"type must be str or int, got {kind!r}")
     pattern = spec.get("pattern")
@@ -159,7 +176,7 @@ def _param(where: str, name: str, spec: object) -> Param:
         compiled = re.compile(pattern)
     except re.error as exc:
         raise _fail(where, f"bad pattern: {exc}") from None
-    return Param(name, "str", pattern=compiled)
+    return Param(name, "str", pattern=compiled, allow_leading_dash=dash)
 
 
 def _command(name: str, spec: object) -> Command:
