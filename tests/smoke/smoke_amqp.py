@@ -7,6 +7,7 @@ import logging
 import math
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -23,6 +24,59 @@ from smoke_settings import Target
 
 def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the broker closed the connection")
+        data += chunk
+    return data
+
+
+def _read_method(sock: socket.socket) -> tuple[int, int, bytes]:
+    """One method frame: (class id, method id, arguments)."""
+    kind, _channel, size = struct.unpack("!BHI", _read_exact(sock, 7))
+    payload = _read_exact(sock, size + 1)[:-1]
+    if kind != 1:
+        raise EOFError(f"expected a method frame, got frame type {kind}")
+    class_id, method_id = struct.unpack("!HH", payload[:4])
+    return class_id, method_id, payload[4:]
+
+
+def sasl_login(target: Target, mechanism: str, response: bytes) -> tuple[list[str], str]:
+    """Start an AMQP 0-9-1 connection by hand (pika offers only PLAIN and EXTERNAL) and log in with any SASL
+    mechanism: the mechanisms the server offers, and what it answered: "tune" (logged in),
+    "close CODE TEXT" (refused) or "eof" (the socket closed)."""
+    raw = socket.create_connection((target.amqp_host, target.amqp_port), timeout=target.timeout)
+    sock = target.ssl_context().wrap_socket(raw, server_hostname=target.amqp_host) if target.tls else raw
+    with sock:
+        sock.sendall(b"AMQP\x00\x00\x09\x01")
+        class_id, method_id, args = _read_method(sock)
+        assert (class_id, method_id) == (10, 10), f"expected connection.start, got {class_id}.{method_id}"
+        table_size = struct.unpack("!I", args[2:6])[0]
+        rest = args[6 + table_size :]
+        mechanisms = rest[4 : 4 + struct.unpack("!I", rest[:4])[0]].decode().split()
+        name, locale = mechanism.encode(), b"en_US"
+        start_ok = (
+            struct.pack("!HHI", 10, 11, 0)
+            + struct.pack("!B", len(name)) + name
+            + struct.pack("!I", len(response)) + response
+            + struct.pack("!B", len(locale)) + locale
+        )  # fmt: skip
+        sock.sendall(struct.pack("!BHI", 1, 0, len(start_ok)) + start_ok + b"\xce")
+        try:
+            class_id, method_id, args = _read_method(sock)
+        except (EOFError, OSError):
+            return mechanisms, "eof"
+        if (class_id, method_id) == (10, 30):
+            return mechanisms, "tune"
+        if (class_id, method_id) == (10, 50):
+            code, size = struct.unpack("!HB", args[:3])
+            return mechanisms, f"close {code} {args[3 : 3 + size].decode(errors='replace')}"
+        return mechanisms, f"method {class_id}.{method_id}"
 
 
 def parameters(target: Target, connection_name: str) -> pika.URLParameters:

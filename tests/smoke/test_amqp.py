@@ -8,13 +8,14 @@ import re
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from smoke_amqp import Cleanup, Connections, consume, drain, server_properties, text
+from smoke_amqp import Cleanup, Connections, consume, drain, sasl_login, server_properties, text
 from smoke_management import Management, Probe, poll, q
 from smoke_settings import Target
 
@@ -147,6 +148,19 @@ def test_guest_is_refused(params: pika.URLParameters) -> None:
     params.credentials = pika.PlainCredentials("guest", "guest")
     with pytest.raises(pika.exceptions.ProbableAuthenticationError):
         pika.BlockingConnection(params).close()
+
+
+def test_anonymous_login_is_refused(target: Target) -> None:
+    """RabbitMQ 4.0 offers the SASL mechanism ANONYMOUS by default, logging in as `guest`: the bundle turns it
+    off (`anonymous_login_user = none`, ANONYMOUS not in `auth_mechanisms`). The same hand-made handshake with
+    PLAIN and the application user's password is the control: it logs in."""
+    mechanisms, answer = sasl_login(target, "ANONYMOUS", b"")
+    assert "ANONYMOUS" not in mechanisms, f"the broker offers {mechanisms}"
+    assert answer != "tune", f"an anonymous login was accepted (the broker offers {mechanisms})"
+    password = unquote(urlsplit(target.amqp_url).password or "")
+    if "PLAIN" in mechanisms and password:
+        mechanisms, answer = sasl_login(target, "PLAIN", f"\0{target.user}\0{password}".encode())
+        assert answer == "tune", f"the control login (PLAIN as {target.user}) was refused: {answer}"
 
 
 def test_unknown_vhost_is_refused(params: pika.URLParameters, names: Callable[[str], str]) -> None:
