@@ -67,9 +67,22 @@ def listens_at_all(host, port: int) -> bool:
     return bool(host.run(f"ss -Htln 'sport = :{port}'").stdout.strip())
 
 
-@pytest.mark.parametrize("port", [25672, 4369])
-def test_distribution_listeners(host, port: int) -> None:
-    assert listens_everywhere(host, port)
+def listening_addresses(host, port: int) -> set[str]:
+    lines = host.run(f"ss -Htln 'sport = :{port}'").stdout.splitlines()
+    return {line.split()[3].rsplit(":", 1)[0].strip("[]") for line in lines if line.strip()}
+
+
+def test_distribution_listens_on_the_node_address_only(host) -> None:
+    """25672 and epmd's 4369 answer on the address the node's name resolves to (epmd on loopback too), not on
+    every interface: whoever reaches them with the cookie runs code on the node."""
+    env = host.file("/etc/rabbitmq/rabbitmq-env.conf").content_string
+    node_host = re.search(r"^NODENAME=\S+@(\S+)$", env, re.M)[1]
+    address = host.check_output(f"getent ahostsv4 {node_host}").split()[0]
+    assert listening_addresses(host, 25672) == {address}
+    assert listening_addresses(host, 4369) == {"127.0.0.1", address}
+    conf = rabbitmq_conf(host)
+    assert conf["distribution.listener.interface"] == address
+    assert conf["distribution.listener.port_range.min"] == conf["distribution.listener.port_range.max"] == "25672"
 
 
 def test_client_listeners(host) -> None:
@@ -194,7 +207,8 @@ def test_inter_node_tls(host) -> None:
         pytest.skip("inter-node TLS is off on this broker")
     assert "inet_tls" in host.check_output("rabbitmqctl --quiet eval 'init:get_argument(proto_dist).' </dev/null")
     tls = "/etc/rabbitmq/tls"
-    probe = f"echo | timeout 10 openssl s_client -connect 127.0.0.1:25672 -CAfile {tls}/ca.pem"
+    address = host.check_output("sed -n 's/^distribution.listener.interface = //p' /etc/rabbitmq/rabbitmq.conf")
+    probe = f"echo | timeout 10 openssl s_client -connect {address}:25672 -CAfile {tls}/ca.pem"
     with_cert = host.run(f"{probe} -cert {tls}/cert.pem -key {tls}/key.pem 2>&1")
     assert "Verify return code: 0 (ok)" in with_cert.stdout, with_cert.stdout
     without = host.run(f"{probe} 2>&1")
