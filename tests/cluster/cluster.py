@@ -16,6 +16,8 @@ import requests
 
 from support.containers import kill_service, run_in, start_service
 
+APIKEY = os.environ.get("CLUSTER_APIKEY") or "cluster"  # the workers' WORKER_APIKEY, when they check one
+
 
 @dataclass(frozen=True)
 class Cluster:
@@ -74,6 +76,19 @@ class Cluster:
         )
         r.raise_for_status()
         return r.json()
+
+
+def worker_node(cluster: Cluster) -> str | None:
+    """The node a deployed worker instance is connected to (None: none found)."""
+    for node in cluster.nodes:
+        try:
+            conns = cluster.api(node, "connections")
+        except Exception:
+            continue
+        for c in conns:
+            if str(c.get("client_properties", {}).get("connection_name", "")).startswith("account-worker@"):
+                return c["node"].split("@", 1)[1]
+    return None
 
 
 def cluster_status(node: str) -> dict:

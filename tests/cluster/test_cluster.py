@@ -11,12 +11,21 @@ import uuid
 
 import pytest
 
-from cluster import Cluster, cluster_status, kill_node, publish_confirmed, start_node, take_all, wait_running_nodes
+from cluster import (
+    APIKEY,
+    Cluster,
+    cluster_status,
+    kill_node,
+    publish_confirmed,
+    start_node,
+    take_all,
+    wait_running_nodes,
+    worker_node,
+)
 from support.containers import podman, run_in
 from support.db import recorded, wait_recorded
 from support.jobs import publish_job
 
-APIKEY = os.environ.get("CLUSTER_APIKEY") or "cluster"  # the workers' WORKER_APIKEY, when they check one
 MESSAGES = 10_000
 PUBLISHERS = 5  # connections publishing side by side, each waiting for its confirms
 
@@ -96,24 +105,12 @@ def test_losing_a_node_under_load_loses_no_confirmed_message(cluster: Cluster, r
     cleanup.close()
 
 
-def _worker_node(cluster: Cluster) -> str | None:
-    for node in cluster.nodes:
-        try:
-            conns = cluster.api(node, "connections")
-        except Exception:
-            continue
-        for c in conns:
-            if str(c.get("client_properties", {}).get("connection_name", "")).startswith("account-worker@"):
-                return c["node"].split("@", 1)[1]
-    return None
-
-
 def test_worker_keeps_processing_through_the_loss_of_its_node(cluster: Cluster, report) -> None:
     database_url = os.environ["CLUSTER_DATABASE_URL"]
     deadline = time.monotonic() + 60
     node = None
     while node is None and time.monotonic() < deadline:
-        node = _worker_node(cluster)
+        node = worker_node(cluster)
         time.sleep(1)
     assert node, "no worker connection found on any node"
     publish_node = next(n for n in cluster.nodes if n != node)
@@ -134,7 +131,7 @@ def test_worker_keeps_processing_through_the_loss_of_its_node(cluster: Cluster, 
     report.append({"test": "worker through node loss", "jobs": jobs, "recorded": done, "killed": node})
     assert done == jobs
     assert wait_running_nodes(cluster.nodes[0], len(cluster.nodes)) == len(cluster.nodes)
-    assert _worker_node(cluster), "the worker is not connected after the node came back"
+    assert worker_node(cluster), "the worker is not connected after the node came back"
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])

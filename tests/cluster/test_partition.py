@@ -1,0 +1,138 @@
+"""A network partition (after test_cluster.py): one node cut off from the other two while a confirmed publisher
+and the workers run, held apart longer than the Erlang net tick time, then reconnected. With
+`cluster_partition_handling = pause_minority` (the role's choice for 3+ Mnesia nodes) the cut-off node pauses and
+comes back by itself; no confirmed job is lost or recorded twice, and no partition is left."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import uuid
+
+import pika
+import pika.exceptions
+
+from cluster import APIKEY, Cluster, cluster_status, wait_running_nodes, worker_node
+from support.containers import podman, run_in
+from support.db import wait_recorded
+from support.jobs import publish_job
+
+# rabbit_node_monitor's words when pause_minority pauses a node, and when it starts again.
+PAUSED = "minority"
+
+
+class Publisher(threading.Thread):
+    """Publishes jobs with confirms through one node until stopped; notes each confirm's time."""
+
+    def __init__(self, cluster: Cluster, node: str, prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.node, self.prefix = cluster, node, prefix
+        self.stop = threading.Event()
+        self.confirmed: list[str] = []
+        self.times: list[float] = []
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            try:
+                conn = self.cluster.connect(self.node, "bundle-partition-publisher")
+                ch = conn.channel()
+                ch.confirm_delivery()
+                while not self.stop.is_set():
+                    message_id = f"{self.prefix}{i:05d}"
+                    i += 1
+                    try:
+                        publish_job(ch, message_id, "1234", apikey=APIKEY)
+                    except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
+                        self.errors.append(f"{message_id}: {exc!r}")
+                        continue
+                    self.confirmed.append(message_id)
+                    self.times.append(time.monotonic())
+                    time.sleep(0.05)
+                conn.close()
+            except pika.exceptions.AMQPError as exc:  # reconnect: the test fails on lost confirms, not on this
+                self.errors.append(repr(exc))
+                time.sleep(1)
+
+    def longest_gap(self, since: float, until: float) -> float:
+        """The longest time without a confirm between since and until."""
+        times = [since] + [t for t in self.times if since <= t <= until] + [until]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+
+def _address(node: str) -> tuple[str, str]:
+    """The node's one podman network and its address there."""
+    out = podman(
+        "inspect", node, "--format", "{{range $n, $s := .NetworkSettings.Networks}}{{$n}} {{$s.IPAddress}}{{end}}"
+    ).stdout.split()
+    assert len(out) == 2, f"{node} is not on exactly one network: {out}"
+    return out[0], out[1]
+
+
+def _log_lines(node: str) -> list[str]:
+    return run_in(node, "sh", "-c", "cat /var/log/rabbitmq/rabbit@*.log").stdout.splitlines()
+
+
+def test_a_node_cut_off_pauses_rejoins_by_itself_and_no_confirmed_job_is_lost(cluster: Cluster, report) -> None:
+    database_url = os.environ["CLUSTER_DATABASE_URL"]
+    cut = worker_node(cluster) or cluster.nodes[-1]  # the node a worker uses: it must move
+    majority = [n for n in cluster.nodes if n != cut]
+    conf = run_in(cut, "cat", "/etc/rabbitmq/rabbitmq.conf").stdout
+    assert "cluster_partition_handling = pause_minority" in conf, "the role did not choose pause_minority"
+    tick = int(run_in(cut, "rabbitmqctl", "--quiet", "eval", "net_kernel:get_net_ticktime().").stdout.strip())
+    network, address = _address(cut)
+    logged_before = len(_log_lines(cut))
+    prefix = f"partition-{uuid.uuid4().hex[:8]}-"
+    publisher = Publisher(cluster, majority[0], prefix)
+    publisher.start()
+    time.sleep(3)
+    cut_at = time.monotonic()
+    podman("network", "disconnect", network, cut)
+    paused_after = None
+    try:
+        # Held apart past the net tick time, until the node says it paused (at most three tick times).
+        deadline = cut_at + 3 * tick
+        while time.monotonic() < deadline:
+            if time.monotonic() - cut_at > tick and any(PAUSED in line for line in _log_lines(cut)[logged_before:]):
+                paused_after = time.monotonic() - cut_at
+                break
+            time.sleep(2)
+        running_on_majority = cluster_status(majority[0])["running_nodes"]
+    finally:
+        podman("network", "connect", "--ip", address, network, cut)
+    reconnected_at = time.monotonic()
+    try:
+        rejoined = wait_running_nodes(majority[0], len(cluster.nodes), deadline_s=180)
+        rejoin_s = time.monotonic() - reconnected_at
+        time.sleep(3)
+    finally:
+        stopped_at = time.monotonic()
+        publisher.stop.set()
+        publisher.join(timeout=60)
+    gap = publisher.longest_gap(cut_at, stopped_at)
+    done = wait_recorded(database_url, prefix, len(publisher.confirmed), deadline_s=180, poll_s=1)
+    partitions = {n: cluster_status(n).get("partitions") for n in cluster.nodes}
+    report.append(
+        {
+            "test": "partition",
+            "cut_off": cut,
+            "net_ticktime_s": tick,
+            "paused_after_s": round(paused_after or -1, 1),
+            "rejoined_after_s": round(rejoin_s, 1),
+            "confirmed": len(publisher.confirmed),
+            "recorded": done.distinct,
+            "duplicates": done.duplicates,
+            "longest_publish_gap_s": round(gap, 1),
+            "publisher_errors": len(publisher.errors),
+        }
+    )
+    assert paused_after is not None, f"{cut} never logged that it paused (pause_minority) within {3 * tick} s"
+    assert f"rabbit@{cut}" not in running_on_majority, f"the majority still saw {cut} running: {running_on_majority}"
+    assert rejoined == len(cluster.nodes), f"{cut} did not rejoin by itself within 180 s"
+    assert not any(partitions.values()), f"partitions left: {partitions}"
+    assert publisher.confirmed, f"nothing was confirmed: {publisher.errors[-3:]}"
+    assert done.distinct == len(publisher.confirmed), f"confirmed jobs not recorded: {done}"
+    assert done.duplicates == 0, f"{done.duplicates} jobs recorded twice"
