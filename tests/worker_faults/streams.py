@@ -46,9 +46,10 @@ def report(env: Env, name: str, prefix: str, sent: int) -> tuple[int, int, int]:
     """(distinct message_ids recorded, rows, dead letters) of a stream, once all arrived or 180 s passed."""
     distinct, rows = wait_recorded(env.database_url, prefix, sent, deadline_s=180)
     dead = drain_dead_letters(env.amqp_url, prefix)
-    env.results.append(
-        {"test": name, "sent": sent, "recorded": distinct, "duplicates": rows - distinct, "dead_lettered": len(dead)}
-    )
+    row = {"test": name, "sent": sent, "recorded": distinct, "duplicates": rows - distinct, "dead_lettered": len(dead)}
+    if dead:  # why, so that a failure says it
+        row["reasons"] = sorted({str(headers.get("x-worker-reason", "?"))[:160] for _, headers in dead})
+    env.results.append(row)
     return distinct, rows, len(dead)
 
 

@@ -6,9 +6,15 @@ buffer the job thread takes batches from.  Reports from the job thread arrive in
 its inbox and are applied here, woken through add_callback_threadsafe - the only
 pika call made off this thread (Session.wake).
 
-Across connections it keeps one thing: whether consuming is paused because the
-database is away (cancel the consumer, requeue the buffered deliveries, resume on
-the job thread's Resume).
+Across connections it keeps one thing: whether the database is away.  The first
+consumer starts once the job thread has reached the database.  When the database
+goes away later the consumer stays: the deliveries it holds (at most the prefetch)
+wait in the buffer, unacked and safe in the broker, until the job thread is back
+(its Resume).  Cancelling would be worse: pika gives the undispatched deliveries
+back with basic.reject, which raises their x-delivery-count, and with several
+instances finding the outage one after another a message would hop between them
+until the crash-loop guard took it for a crash (RabbitMQ before 4.3 counts every
+return).
 """
 
 from __future__ import annotations
@@ -61,7 +67,7 @@ class IOThread:
         self._secrets = cfg.secrets()
         self._inbox: queue.Queue[JobReport] = queue.Queue()
         self._session: Session | None = None  # the open connection's session; read by the job thread
-        self._paused = True  # until the job thread has reached the database
+        self._paused = True  # no consumer until the job thread has reached the database
 
     # ------------------------------------------------------------------ called from the job thread
 
@@ -113,8 +119,9 @@ class IOThread:
                     conn.close()
 
     def _on_delivery(self, delivery: Delivery) -> bool:
-        """Buffer a delivery for the job thread; refuse it (the session requeues it) while paused or stopping."""
-        if self._paused or self._stop.is_set():
+        """Buffer a delivery for the job thread (while the database is away too); refuse it (the session gives
+        it back) while stopping."""
+        if self._stop.is_set():
             return False
         self._deliveries.put(delivery)
         return True
@@ -156,7 +163,12 @@ class IOThread:
                     self._observer.database(not database_down)
                     if database_down and not self._paused:
                         self._paused = True
-                        self._stop_consuming(session, "database unavailable")
+                        log_event(
+                            self._log,
+                            logging.WARNING,
+                            "database_unavailable_holding",
+                            buffered=self._deliveries.qsize(),
+                        )
                     session.settle(instructions)
                 case _:
                     assert_never(report)
