@@ -240,6 +240,17 @@ CASES = {
     "TLS login from an unknown field": ("rabbitmq", broker(rabbitmq_tls_login_from="email"), "rabbitmq_tls_login_from"),
     "TLS minimum days not a number": ("rabbitmq", broker(rabbitmq_tls_min_days="soon"), "rabbitmq_tls_min_days"),
     "AMQPS port not a number": ("rabbitmq", broker(rabbitmq_amqps_port="amqps"), "rabbitmq_amqps_port"),
+    "firewall switch not a boolean": ("firewall", {"firewall_enabled": "maybe"}, "firewall_enabled"),
+    "firewall rule without sources": (
+        "firewall",
+        {"firewall_enabled": True, "firewall_extra_rules": [{"name": "app", "ports": [8080]}]},
+        "firewall_extra_rules",
+    ),
+    "firewall rule with ports as text": (
+        "firewall",
+        {"firewall_enabled": True, "firewall_extra_rules": [{"name": "app", "ports": "80", "sources": ["10.0.0.0/8"]}]},
+        "firewall_extra_rules",
+    ),
 }
 
 
