@@ -77,8 +77,7 @@ def rows(deployment: Deployment):
         peer = f"{r['from_peer']} ({r['peer']})"
         lines.append(f"{r['port']:>6}  {r['what']:34} {r['target']:14} {peer:22} {r['from_outside']}")
     deployment.reports.mkdir(parents=True, exist_ok=True)
-    (deployment.reports / "production").mkdir(exist_ok=True)
-    (deployment.reports / "production" / "exposure.txt").write_text("\n".join(lines) + "\n")
+    (deployment.reports / "exposure.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return out
 
