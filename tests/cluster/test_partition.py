@@ -5,63 +5,17 @@ comes back by itself; no confirmed job is lost or recorded twice, and no partiti
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
-import threading
 import time
 import uuid
 
-import pika
-import pika.exceptions
-
-from cluster import APIKEY, Cluster, cluster_status, wait_running_nodes, worker_node
+from cluster import Cluster, Publisher, cluster_status, wait_running_nodes, worker_node
 from support.containers import podman, run_in
 from support.db import wait_recorded
-from support.jobs import publish_job
 
 # rabbit_node_monitor's words when pause_minority pauses a node, and when it starts again.
 PAUSED = "minority"
-
-
-class Publisher(threading.Thread):
-    """Publishes jobs with confirms through one node until stopped; notes each confirm's time."""
-
-    def __init__(self, cluster: Cluster, node: str, prefix: str) -> None:
-        super().__init__(daemon=True)
-        self.cluster, self.node, self.prefix = cluster, node, prefix
-        self.stop = threading.Event()
-        self.confirmed: list[str] = []
-        self.times: list[float] = []
-        self.errors: list[str] = []
-
-    def run(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            try:
-                conn = self.cluster.connect(self.node, "bundle-partition-publisher")
-                ch = conn.channel()
-                ch.confirm_delivery()
-                while not self.stop.is_set():
-                    message_id = f"{self.prefix}{i:05d}"
-                    i += 1
-                    try:
-                        publish_job(ch, message_id, "1234", apikey=APIKEY)
-                    except (pika.exceptions.NackError, pika.exceptions.UnroutableError) as exc:
-                        self.errors.append(f"{message_id}: {exc!r}")
-                        continue
-                    self.confirmed.append(message_id)
-                    self.times.append(time.monotonic())
-                    time.sleep(0.05)
-                conn.close()
-            except pika.exceptions.AMQPError as exc:  # reconnect: the test fails on lost confirms, not on this
-                self.errors.append(repr(exc))
-                time.sleep(1)
-
-    def longest_gap(self, since: float, until: float) -> float:
-        """The longest time without a confirm between since and until."""
-        times = [since] + [t for t in self.times if since <= t <= until] + [until]
-        return max(b - a for a, b in itertools.pairwise(times))
 
 
 def _address(node: str) -> tuple[str, str]:

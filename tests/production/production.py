@@ -13,8 +13,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
+from support.playbooks import ANSI, ROOT, recap, run_playbook
+
+__all__ = ["ANSI", "ROOT", "Deployment", "failing", "recap"]
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,8 @@ class Deployment:
 
     # ------------------------------------------------------------- playbooks --
     def playbook(self, playbook: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        binary = Path(os.environ.get("PROD_ANSIBLE_PLAYBOOK", "ansible-playbook"))
-        run = subprocess.run(
-            [str(binary), str(ROOT / playbook), "-i", self.inventory, *args],
-            capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-        )  # fmt: skip
-        return run
+        binary = os.environ.get("PROD_ANSIBLE_PLAYBOOK", "ansible-playbook")
+        return run_playbook(binary, self.inventory, playbook, *args, timeout=timeout)
 
     def doctor(self, name: str) -> tuple[int, list[dict], str]:
         """Run playbooks/doctor.yml; its exit code, its rows and the printed table."""
@@ -104,11 +100,3 @@ def _table(stdout: str) -> str:
 
 def failing(rows: list[dict]) -> list[tuple[str, str]]:
     return [(r["host"], r["check"]) for r in rows if r["state"] == "fail"]
-
-
-def recap(stdout: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP counts per host."""
-    counts: dict[str, dict[str, int]] = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", ANSI.sub("", stdout), re.M):
-        counts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return counts
