@@ -112,7 +112,11 @@ def test_every_instance_serves_metrics_on_the_port_its_run_script_names(host) ->
         port = re.search(r"WORKER_METRICS_PORT=(\d+)", run)
         if port is None:
             continue  # worker_metrics_port: 0 (metrics off)
-        assert host.socket(f"tcp://0.0.0.0:{port.group(1)}").is_listening, (name, port.group(1))
+        address = host.file(f"/etc/{NAME}/env/WORKER_METRICS_ADDRESS").content_string.strip()
+        assert address and not address.startswith("127."), f"metrics on {address!r}: the monitoring host cannot scrape"
+        assert host.socket(f"tcp://{address}:{port.group(1)}").is_listening, (name, address, port.group(1))
+        # One address only, unless the inventory asked for every one.
+        assert address == "0.0.0.0" or not host.socket(f"tcp://0.0.0.0:{port.group(1)}").is_listening
 
 
 def _tls_env(host) -> dict[str, str]:
