@@ -56,6 +56,15 @@ class Management:
         except requests.RequestException as exc:
             raise SmokeError(f"management API at {self.base} unreachable: {_reason(exc)}") from None
 
+    def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> requests.Response:
+        """PUT or DELETE (the guard-rail tests' own temporary policy)."""
+        try:
+            return self.session.request(
+                method, f"{self.base}/api/{path}", json=body, timeout=self.timeout, verify=self.verify
+            )
+        except requests.RequestException as exc:
+            raise SmokeError(f"management API at {self.base} unreachable: {_reason(exc)}") from None
+
     def json(self, path: str, **params: str | int) -> Any:
         response = self.get(path, **params)
         if response.status_code != 200:

@@ -232,6 +232,44 @@ def test_plan_policies_creates_with_defaults() -> None:
     assert calls[0].body == {"pattern": ".*", "definition": {"max-length": 1}, "priority": 0, "apply-to": "queues"}
 
 
+def test_vhost_limits_are_set_changed_and_removed_for_listed_vhosts_only() -> None:
+    current = {"vhost_limits": [{"vhost": "app", "value": {"max-connections": 100, "max-queues": 10}},
+                                {"vhost": "other", "value": {"max-queues": 1}}]}  # fmt: skip
+    plan = defs.plan_vhost_limits(current, [{"vhost": "app", "max_connections": 200, "max_queues": None}])
+    assert plan.calls == [
+        defs.Call("set max-connections of vhost app to 200", "PUT", "vhost-limits/app/max-connections", {"value": 200}),
+        defs.Call("remove max-queues of vhost app", "DELETE", "vhost-limits/app/max-queues", None),
+    ]
+    assert defs.plan_vhost_limits(current, [{"vhost": "app", "max_connections": 100, "max_queues": 10}]).calls == []
+
+
+def test_user_limits_on_a_user_without_any() -> None:
+    plan = defs.plan_user_limits({"user_limits": []}, [{"user": "app", "max_channels": 64}])
+    assert plan.calls == [
+        defs.Call("set max-channels of user app to 64", "PUT", "user-limits/app/max-channels", {"value": 64})
+    ]
+
+
+def test_operator_policies_are_applied_like_policies_on_their_own_endpoint() -> None:
+    guard = {"name": "guard", "vhost": "/", "pattern": ".*", "definition": {"max-length": 100000}}
+    plan = defs.plan_operator_policies({"operator_policies": []}, [guard])
+    assert [(c.method, c.path) for c in plan.calls] == [("PUT", "operator-policies/%2F/guard")]
+    assert plan.calls[0].body == {"pattern": ".*", "definition": {"max-length": 100000}, "priority": 0,
+                                  "apply-to": "queues"}  # fmt: skip
+    have = {"operator_policies": [{"vhost": "/", "name": "guard", **plan.calls[0].body}]}
+    assert defs.plan_operator_policies(have, [guard]).calls == []
+
+
+def test_limits_and_operator_policies_are_read_only_when_asked_for() -> None:
+    api = FakeApi(CURRENT)
+    defs.converge(api, wanted(), False)
+    assert api.read == ["definitions"]
+    api = FakeApi({**CURRENT, "vhost-limits": [{"vhost": "app", "value": {"max-queues": 5}}]})
+    result = defs.converge(api, wanted(vhost_limits=[{"vhost": "app", "max_queues": 5}], user_limits=[],
+                                      operator_policies=[]), False)  # fmt: skip
+    assert api.read == ["definitions", "vhost-limits"] and result == {"changed": False, "changes": []}
+
+
 def test_plan_absent_users_removes_present_ones() -> None:
     calls, _ = defs.plan_absent_users(CURRENT, ["guest", "nobody"])
     assert calls == [("remove user guest", "DELETE", "users/guest", None)]
@@ -245,10 +283,12 @@ class FakeApi:
         self.current = current
         self.fail_on = fail_on
         self.sent: list[tuple[str, str, dict | None]] = []
+        self.read: list[str] = []
 
     def call(self, method: str, path: str, body: dict | None = None):
         if method == "GET":
-            return self.current
+            self.read.append(path)
+            return self.current if path == "definitions" else self.current.get(path, [])
         if path == self.fail_on:
             raise defs.ApiError(f"{method} {path}: HTTP 500")
         self.sent.append((method, path, body))

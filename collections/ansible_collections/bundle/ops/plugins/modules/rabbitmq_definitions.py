@@ -41,6 +41,25 @@ options:
   queues: {type: list, elements: dict, default: [], description: "Queues: name, vhost, type, durable, arguments."}
   bindings: {type: list, elements: dict, default: [], description: Bindings.}
   policies: {type: list, elements: dict, default: [], description: Policies.}
+  vhost_limits:
+    type: list
+    elements: dict
+    default: []
+    description:
+      - "Per-vhost limits: vhost, max_connections, max_queues. For a listed vhost the limits are authoritative:
+        a limit left out (or null) is removed."
+  user_limits:
+    type: list
+    elements: dict
+    default: []
+    description: "Per-user limits: user, max_connections, max_channels; authoritative like I(vhost_limits)."
+  operator_policies:
+    type: list
+    elements: dict
+    default: []
+    description:
+      - "Operator policies (name, vhost, pattern, definition, priority, apply_to): limits that an application's
+        own policy or queue arguments cannot exceed (the lower value wins)."
   timeout: {type: int, default: 30, description: Seconds per HTTP call.}
 author: bundle maintainers
 """
@@ -240,16 +259,55 @@ def plan_policies(current: dict, wanted: list[dict]) -> Plan:
     policies = {(p["vhost"], p["name"]): p for p in current.get("policies", [])}
     calls = []
     for policy in wanted:
-        vhost, name = policy.get("vhost") or "/", policy["name"]
-        body = {
-            "pattern": policy["pattern"],
-            "definition": policy["definition"],
-            "priority": int(policy.get("priority") or 0),
-            "apply-to": policy.get("apply_to") or "queues",
-        }
+        vhost, name, body = policy.get("vhost") or "/", policy["name"], _policy_body(policy)
         have = policies.get((vhost, name))
         if have is None or any(have.get(k) != v for k, v in body.items()):
             calls.append(Call(f"apply policy {vhost} {name}", "PUT", f"policies/{_q(vhost)}/{_q(name)}", body))
+    return Plan(calls, [])
+
+
+def _limits_plan(kind: str, key: str, current: list[dict], wanted: list[dict], names: tuple[str, ...]) -> Plan:
+    """Limits of the listed vhosts or users (key), authoritative: a limit left out is removed."""
+    have = {entry[key]: entry.get("value") or {} for entry in current}
+    calls = []
+    for item in wanted:
+        owner, limits = item[key], have.get(item[key], {})
+        for name in names:
+            value, limit = item.get(name), name.replace("_", "-")
+            path = f"{kind}-limits/{_q(owner)}/{limit}"
+            if value is not None and limits.get(limit) != int(value):
+                calls.append(Call(f"set {limit} of {kind} {owner} to {int(value)}", "PUT", path, {"value": int(value)}))
+            elif value is None and limit in limits:
+                calls.append(Call(f"remove {limit} of {kind} {owner}", "DELETE", path, None))
+    return Plan(calls, [])
+
+
+def plan_vhost_limits(current: dict, wanted: list[dict]) -> Plan:
+    return _limits_plan("vhost", "vhost", current.get("vhost_limits", []), wanted, ("max_connections", "max_queues"))
+
+
+def plan_user_limits(current: dict, wanted: list[dict]) -> Plan:
+    return _limits_plan("user", "user", current.get("user_limits", []), wanted, ("max_connections", "max_channels"))
+
+
+def _policy_body(policy: dict) -> dict:
+    return {
+        "pattern": policy["pattern"],
+        "definition": policy["definition"],
+        "priority": int(policy.get("priority") or 0),
+        "apply-to": policy.get("apply_to") or "queues",
+    }
+
+
+def plan_operator_policies(current: dict, wanted: list[dict]) -> Plan:
+    policies = {(p["vhost"], p["name"]): p for p in current.get("operator_policies", [])}
+    calls = []
+    for policy in wanted:
+        vhost, name, body = policy.get("vhost") or "/", policy["name"], _policy_body(policy)
+        have = policies.get((vhost, name))
+        if have is None or any(have.get(k) != v for k, v in body.items()):
+            path = f"operator-policies/{_q(vhost)}/{_q(name)}"
+            calls.append(Call(f"apply operator policy {vhost} {name}", "PUT", path, body))
     return Plan(calls, [])
 
 
@@ -259,17 +317,28 @@ def plan_absent_users(current: dict, wanted: list[str]) -> Plan:
 
 
 # In the order the calls are safe to make: vhosts and users before the
-# permissions on them, exchanges and queues before the bindings between them,
-# and guest removed last, once the administrator has been converged.
+# permissions and limits on them, exchanges and queues before the bindings
+# between them, and guest removed last, once the administrator has been
+# converged.
 PLANNERS = (
     ("vhosts", plan_vhosts),
     ("users", plan_users),
     ("users", plan_permissions),
+    ("vhost_limits", plan_vhost_limits),
+    ("user_limits", plan_user_limits),
     ("exchanges", plan_exchanges),
     ("queues", plan_queues),
     ("bindings", plan_bindings),
     ("policies", plan_policies),
+    ("operator_policies", plan_operator_policies),
     ("absent_users", plan_absent_users),
+)
+
+# What GET definitions does not carry, read from its own endpoint only when asked for.
+EXTRA_READS = (
+    ("vhost_limits", "vhost-limits"),
+    ("user_limits", "user-limits"),
+    ("operator_policies", "operator-policies"),
 )
 
 
@@ -292,7 +361,10 @@ def converge(api: Any, wanted: dict, check_mode: bool) -> dict:
     """
     done: list[str] = []
     try:
-        current = api.call("GET", "definitions")
+        current = dict(api.call("GET", "definitions"))
+        for key, path in EXTRA_READS:
+            if wanted.get(key):
+                current[key] = api.call("GET", path) or []
         calls, conflicts = plan(current, wanted)
         changes = [c.description for c in calls]
         if conflicts:
@@ -356,6 +428,9 @@ ARGUMENT_SPEC = {
     "queues": {"type": "list", "elements": "dict", "default": []},
     "bindings": {"type": "list", "elements": "dict", "default": []},
     "policies": {"type": "list", "elements": "dict", "default": []},
+    "vhost_limits": {"type": "list", "elements": "dict", "default": []},
+    "user_limits": {"type": "list", "elements": "dict", "default": []},
+    "operator_policies": {"type": "list", "elements": "dict", "default": []},
     "timeout": {"type": "int", "default": 30},
 }
 
