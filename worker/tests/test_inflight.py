@@ -16,7 +16,7 @@ import pytest
 
 from account_worker.config import load_config
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
-from account_worker.delivery import BatchResult, Delivery
+from account_worker.delivery import BatchResult, Delivery, DeliveryQueue
 from account_worker.errors import TransientJobError
 from account_worker.inflight import Recorder
 from account_worker.runner import Runner
@@ -265,3 +265,21 @@ def test_results_are_batch_results_for_just_the_finished_jobs(store, pool):
     assert [i.delivery.message_id for i in posted[0].instructions] == ["m2"]
     gate.set()
     s.drain()
+
+
+def test_the_job_thread_has_one_event_for_a_delivery_and_a_finished_action(store, pool):
+    """What the concurrent loop waits on: set by a delivery put and by an action finishing (not a poll)."""
+    deliveries = DeliveryQueue()
+    assert not deliveries.news.is_set()
+    deliveries.put(delivery(1))
+    assert deliveries.news.is_set()
+    deliveries.news.clear()
+    gate = threading.Event()
+    posted = Posted()
+    s = Recorder(store, GatedAction({"slow": gate}), SETTINGS, logging.getLogger("t"), pool=pool, limit=4,
+                 post=posted.append, news=deliveries.news)  # fmt: skip
+    s.take([delivery(2, "slow")])
+    assert not deliveries.news.wait(0.05), "news before the action finished"
+    gate.set()
+    assert deliveries.news.wait(5), "the finished action did not wake the job thread"
+    assert s.record_finished(0) == 1 and posted.acked() == ["m2"]

@@ -7,6 +7,8 @@ pika here: the broker's objects stay opaque.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,3 +57,17 @@ def requeue_all(deliveries: Sequence[Delivery], reason: str, *, database_down: b
     """Give every delivery back to the queue: nothing acked, nothing dead-lettered."""
     decision = Requeue(reason)
     return BatchResult(tuple(Instruction(d, decision) for d in deliveries), database_down=database_down)
+
+
+class DeliveryQueue(queue.Queue[Delivery]):
+    """The deliveries the I/O thread hands the job thread.  `news` is set on every put, and by
+    the pool's threads when an action finishes: the job thread waits on this one event for
+    whichever comes first, never on a poll interval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.news = threading.Event()
+
+    def put(self, item: Delivery, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.news.set()

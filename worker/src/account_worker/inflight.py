@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 
@@ -38,16 +39,22 @@ DOWN_REASON = "database unavailable"
 class InFlight:
     """Actions submitted to the pool and not yet collected; the pool's threads only hand results over."""
 
-    def __init__(self, pool: Executor, action: Action) -> None:
+    def __init__(self, pool: Executor, action: Action, news: threading.Event | None = None) -> None:
         self._pool = pool
         self._action = action
         self._finished: queue.Queue[Finished] = queue.Queue()
+        self._news = news  # set when an action finishes (the job thread's one wake-up event)
         self.count = 0  # submitted and not collected (job thread only)
 
     def submit(self, pending: Pending) -> None:
         self.count += 1
         future = self._pool.submit(run_one, self._action, pending.job, pending.host)
-        future.add_done_callback(lambda done: self._finished.put(Finished(pending, _result(done))))
+        future.add_done_callback(lambda done: self._finish(Finished(pending, _result(done))))
+
+    def _finish(self, finished: Finished) -> None:
+        self._finished.put(finished)
+        if self._news is not None:
+            self._news.set()
 
     def collect(self, timeout: float) -> list[Finished]:
         """The finished actions: wait up to `timeout` (0: not at all) for one, then take all that are ready."""
@@ -85,6 +92,7 @@ class Recorder:
         pool: Executor,
         limit: int,
         post: Callable[[BatchResult], None],
+        news: threading.Event | None = None,
     ) -> None:
         self._store = store
         self._action = action
@@ -93,7 +101,7 @@ class Recorder:
         self._pool = pool
         self._limit = limit
         self._post = post
-        self._flight = InFlight(pool, action)
+        self._flight = InFlight(pool, action, news)
         self._down = False  # the database was found down; cleared by resume()
 
     @property

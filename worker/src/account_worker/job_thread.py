@@ -37,10 +37,6 @@ DB_BACKOFF_CAP = 5.0
 # How long one wait for the first delivery of a batch lasts (the stop flag is checked between waits).
 BATCH_WAIT_SECONDS = 0.2
 
-# With actions in flight and room for more: how long one wait for new deliveries lasts before
-# the finished actions are recorded (the wake-up latency of either kind of news).
-RECORD_POLL_SECONDS = 0.02
-
 
 @dataclass(frozen=True)
 class Resume:
@@ -97,6 +93,9 @@ class JobThread:
         self._store = store
         self._action = action
         self._deliveries = deliveries
+        # Set on each delivery put (a DeliveryQueue) and each finished action; a plain queue
+        # (tests of concurrency 1) leaves the concurrent loop waking every BATCH_WAIT_SECONDS.
+        self._news: threading.Event = getattr(deliveries, "news", None) or threading.Event()
         self._post = post
         self._is_current = is_current
         self._random = random
@@ -175,20 +174,23 @@ class JobThread:
             pool=pool,
             limit=self._cfg.concurrency,
             post=self._post,
+            news=self._news,
         )
         try:
             while not self._stop.is_set():
-                room = recorder.room
-                batch: list[Delivery] = []
-                if room:
-                    wait = RECORD_POLL_SECONDS if recorder.in_flight else BATCH_WAIT_SECONDS
-                    batch = take_batch(self._deliveries, min(self._cfg.batch_size, room), wait, self._is_current)
+                # One event for both kinds of news (a delivery put, an action finished): cleared
+                # before the queues are looked at, so news arriving meanwhile wakes the next wait.
+                self._news.clear()
+                room = min(self._cfg.batch_size, recorder.room)
+                batch = take_batch(self._deliveries, room, 0, self._is_current) if room else []
                 if batch and self._stop.is_set():
                     self._post(requeue_all(batch, "shutting down", database_down=False))
                     break
                 if batch:
                     recorder.take(batch)
-                recorder.record_finished(0 if room else BATCH_WAIT_SECONDS)
+                collected = recorder.record_finished(0)
+                if not batch and not collected and not recorder.database_down:
+                    self._news.wait(BATCH_WAIT_SECONDS)
                 if recorder.database_down:
                     recorder.drain()  # what is still running is given back as it finishes
                     log_event(self._log, logging.WARNING, "database_unavailable")

@@ -8,7 +8,6 @@ of reports (job -> I/O, see job_thread.JobReport).
 from __future__ import annotations
 
 import logging
-import queue
 import random as _random
 import threading
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 from account_worker import amqp
 from account_worker.actions import Action
 from account_worker.config import Config
-from account_worker.delivery import Delivery
+from account_worker.delivery import DeliveryQueue
 from account_worker.io_thread import IOThread
 from account_worker.job_thread import JobThread
 from account_worker.logsetup import LOGGER_NAME, log_event
@@ -40,7 +39,7 @@ class Runner:
     ) -> None:
         self._cfg = cfg
         self._log = logger or logging.getLogger(LOGGER_NAME)
-        deliveries: queue.Queue[Delivery] = queue.Queue()
+        deliveries = DeliveryQueue()
         self._io = IOThread(cfg, stop, deliveries, connect=connect, random=random, logger=self._log, observer=observer)
         self._job = JobThread(
             cfg,
