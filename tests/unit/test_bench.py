@@ -8,6 +8,7 @@ import math
 
 import pytest
 
+import latency
 import worker_throughput
 from publishing import ACCOUNTS, Confirms, job_messages
 from raw_consumer import Acker, Marks
@@ -174,3 +175,11 @@ def test_b_tls_is_the_worker_over_amqps_against_the_same_worker_over_amqp(monkey
     results = {"worker": _result("worker", 1.0), "worker-tls": _result("worker-tls", 1.25)}
     rows = {n: (round(v, 2), goal, met) for n, v, goal, met in goals(results)}
     assert rows["b-tls/b (AMQPS)"] == (0.8, ">= 0.85", False)  # 10000 msgs in 1.25 s against 1.0 s
+
+
+def test_latency_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100 ms
+    assert latency.percentile(values, 0.5) == 50.0
+    assert latency.percentile(values, 0.99) == 99.0
+    assert latency.percentile(values, 1.0) == 100.0
+    assert latency.percentile([7.0], 0.99) == 7.0
