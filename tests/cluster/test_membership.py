@@ -39,7 +39,7 @@ def quorum_members(cluster: Cluster, node: str) -> dict[str, list[str]]:
 def test_removal_is_refused_below_the_minimum_size_and_while_the_node_is_quorum_critical(cluster: Cluster) -> None:
     leaving = cluster.nodes[-1]
     run, _ = playbook("cluster-remove-node.yml", "-e", f"cluster_node={leaving}")
-    assert run.returncode != 0 and "cluster_min_size" in run.stdout, run.stdout[-3000:]
+    assert run.returncode != 0 and "cluster_min_size" in run.stdout + run.stderr, run.stdout[-3000:] + run.stderr
     # A quorum queue whose only member is on the leaving node: it would be gone with it.
     conn = cluster.connect(leaving, "bundle-membership-test")
     try:
@@ -48,8 +48,8 @@ def test_removal_is_refused_below_the_minimum_size_and_while_the_node_is_quorum_
                          "x-quorum-initial-group-size": 1, "x-queue-leader-locator": "client-local"})  # fmt: skip
         assert quorum_members(cluster, leaving)[CRITICAL] == [f"rabbit@{leaving}"]
         run, _ = playbook("cluster-remove-node.yml", "-e", f"cluster_node={leaving}", "-e", "cluster_min_size=2")
-        assert run.returncode != 0, run.stdout[-3000:]
-        assert "quorum-critical" in run.stdout and CRITICAL in run.stdout, run.stdout[-3000:]
+        said = run.stdout + run.stderr
+        assert run.returncode != 0 and "quorum-critical" in said and CRITICAL in said, said[-3000:]
         ch.queue_delete(CRITICAL)
     finally:
         conn.close()
@@ -68,7 +68,7 @@ def test_a_node_leaves_under_load_and_comes_back_with_the_queues_grown_onto_it(c
         removed, remove_s = playbook(
             "cluster-remove-node.yml", "-e", f"cluster_node={leaving}", "-e", "cluster_min_size=2"
         )
-        assert removed.returncode == 0, removed.stdout[-4000:]
+        assert removed.returncode == 0, removed.stdout[-4000:] + removed.stderr
         status = cluster_status(staying)
         assert name not in status["disk_nodes"] and len(status["running_nodes"]) == len(cluster.nodes) - 1, status
         after_removal = quorum_members(cluster, staying)
@@ -81,7 +81,7 @@ def test_a_node_leaves_under_load_and_comes_back_with_the_queues_grown_onto_it(c
         ]
 
         added, add_s = playbook("cluster-add-node.yml", "-e", f"cluster_node={leaving}")
-        assert added.returncode == 0, added.stdout[-4000:]
+        assert added.returncode == 0, added.stdout[-4000:] + added.stderr
         assert wait_running_nodes(staying, len(cluster.nodes), deadline_s=60) == len(cluster.nodes)
         after_adding = quorum_members(cluster, staying)
         assert all(name in m and len(m) == len(cluster.nodes) for m in after_adding.values()), after_adding
