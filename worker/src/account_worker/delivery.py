@@ -70,4 +70,7 @@ class DeliveryQueue(queue.Queue[Delivery]):
 
     def put(self, item: Delivery, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
-        self.news.set()
+        # Already set: the job thread has not cleared it yet and will look at the queue after it
+        # does (Event.set takes a lock and notifies: skipped on the path of every delivery).
+        if not self.news.is_set():
+            self.news.set()
