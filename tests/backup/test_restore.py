@@ -34,6 +34,20 @@ VOLATILE_KEYS = {"rabbit_version", "rabbitmq_version", "product_name", "product_
 VOLATILE_GLOBALS = {"internal_cluster_id"}
 
 
+def canonical(value: Any) -> Any:
+    """The same definition however RabbitMQ wrote it: a list of [key, value] pairs (how 3.10 and 4.0 export a
+    vhost's limits, in no fixed order, and an operator policy set through the HTTP API) becomes a dictionary,
+    as the same things are exported after an import."""
+    if isinstance(value, list) and value and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                                 for p in value):  # fmt: skip
+        return {key: canonical(item) for key, item in value}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {key: canonical(item) for key, item in value.items()}
+    return value
+
+
 def snapshot(definitions: dict[str, Any]) -> dict[str, list[str]]:
     """Every definition as a sorted list of canonical JSON lines, per kind."""
     out: dict[str, list[str]] = {}
@@ -41,7 +55,7 @@ def snapshot(definitions: dict[str, Any]) -> dict[str, list[str]]:
         if kind in VOLATILE_KEYS:
             continue
         kept = [i for i in items if kind != "global_parameters" or i.get("name") not in VOLATILE_GLOBALS]
-        out[kind] = sorted(json.dumps(item, sort_keys=True) for item in kept)
+        out[kind] = sorted(json.dumps(canonical(item), sort_keys=True) for item in kept)
     return out
 
 
