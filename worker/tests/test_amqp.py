@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pika
 import pika.exceptions
 import pytest
+from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
 from account_worker import amqp
 from account_worker.config import load_config
@@ -137,3 +138,20 @@ def test_a_copy_drops_headers_pika_cannot_encode_back(cfg):
     assert headers["x-worker-dropped-headers"] == "huge,ratio"
     assert headers["x-worker-reason"] == "invalid message: x"
     channel.calls[0][1]["properties"].encode()
+
+
+def test_connect_goes_on_after_a_handshake_that_timed_out(cfg):
+    """pika raises its connection workflow's stack timeout unwrapped (not an AMQPError): seen when a
+    node was slow to answer during a partition; it is one failed attempt, not a crash."""
+    attempts: list[str] = []
+    sentinel = object()
+
+    def factory(params):
+        attempts.append(params.host)
+        if len(attempts) == 1:
+            raise AMQPConnectorStackTimeout("Timeout during AMQP handshake")
+        return sentinel
+
+    conn = amqp.connect(cfg, threading.Event(), factory=factory, sleep=lambda s: None, random=lambda: 0)
+    assert conn is sentinel
+    assert attempts == ["rabbit1", "rabbit2"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from account_worker.backoff import backoff_delay
 from account_worker.config import Config
@@ -29,6 +30,11 @@ from account_worker.redact import redact_url
 
 # Errors after which the connection (and every delivery tag on it) is gone.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
+# Errors of one connection attempt.  pika's BlockingConnection passes some of its connection
+# workflow's own errors through unwrapped (AMQPConnectorStackTimeout: the TCP, TLS and AMQP
+# handshakes together took longer than the stack timeout, as with a node busy noticing that a
+# peer is gone); they are not AMQPErrors, and a worker that took them for a bug would exit.
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, AMQPConnectorException)
 # A publish the broker refused or could not route; the connection is still fine.
 PUBLISH_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.UnroutableError, pika.exceptions.NackError)
 
@@ -104,7 +110,7 @@ def connect(
                     error=f"certificate verify failed: {exc.verify_message}",
                 )
                 continue
-            except CONNECTION_ERRORS as exc:
+            except CONNECT_ERRORS as exc:
                 log_event(log, logging.WARNING, "amqp_connect_failed", url=redact_url(url), error=_describe(exc))
                 continue
             log_event(log, logging.INFO, "amqp_connected", url=redact_url(url))
