@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import ssl
 import subprocess
 import threading
@@ -92,6 +93,27 @@ def worker_node(cluster: Cluster) -> str | None:
             if str(c.get("client_properties", {}).get("connection_name", "")).startswith("account-worker@"):
                 return c["node"].split("@", 1)[1]
     return None
+
+
+def worker_processes() -> dict[str, str]:
+    """Each deployed worker instance ("host service") and its process as runit reports it ("pid N", or the
+    state when it does not run): equal before and after a test means no instance exited meanwhile (the worker
+    rides out broker trouble inside its process; a restart is a crash, see /var/log/account-worker-N/current)."""
+    found: dict[str, str] = {}
+    for host in filter(None, os.environ.get("CLUSTER_WORKER_HOSTS", "").split(",")):
+        out = run_in(host, "sh", "-c", "sv status /etc/service/account-worker-[0-9]*", check=False).stdout
+        for line in out.splitlines():
+            match = re.match(r"(\w+): /etc/service/([^:]+): (?:\(pid (\d+)\))?", line)
+            if match:
+                state, service, pid = match.groups()
+                found[f"{host} {service}"] = f"pid {pid}" if pid else state
+    return found
+
+
+def assert_no_worker_restarted(before: dict[str, str]) -> None:
+    after = worker_processes()
+    changed = {k: f"{v} -> {after.get(k)}" for k, v in before.items() if after.get(k) != v}
+    assert not changed, f"worker instances exited meanwhile (read their logs): {changed}"
 
 
 def cluster_status(node: str) -> dict:

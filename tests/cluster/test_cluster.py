@@ -14,6 +14,7 @@ import pytest
 from cluster import (
     APIKEY,
     Cluster,
+    assert_no_worker_restarted,
     cluster_status,
     kill_node,
     publish_confirmed,
@@ -21,6 +22,7 @@ from cluster import (
     take_all,
     wait_running_nodes,
     worker_node,
+    worker_processes,
 )
 from support.containers import podman, run_in
 from support.db import recorded, wait_recorded
@@ -115,6 +117,7 @@ def test_worker_keeps_processing_through_the_loss_of_its_node(cluster: Cluster, 
     assert node, "no worker connection found on any node"
     publish_node = next(n for n in cluster.nodes if n != node)
     prefix = f"cluster-{uuid.uuid4().hex[:8]}-"
+    workers = worker_processes()
     conn = cluster.connect(publish_node)
     ch = conn.channel()
     ch.confirm_delivery()
@@ -132,6 +135,7 @@ def test_worker_keeps_processing_through_the_loss_of_its_node(cluster: Cluster, 
     assert done == jobs
     assert wait_running_nodes(cluster.nodes[0], len(cluster.nodes)) == len(cluster.nodes)
     assert worker_node(cluster), "the worker is not connected after the node came back"
+    assert_no_worker_restarted(workers)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])

@@ -13,7 +13,14 @@ from urllib.parse import quote
 
 import pytest
 
-from cluster import Cluster, Publisher, cluster_status, wait_running_nodes
+from cluster import (
+    Cluster,
+    Publisher,
+    assert_no_worker_restarted,
+    cluster_status,
+    wait_running_nodes,
+    worker_processes,
+)
 from support.db import wait_recorded
 from support.playbooks import recap, run_playbook
 
@@ -61,6 +68,7 @@ def test_a_node_leaves_under_load_and_comes_back_with_the_queues_grown_onto_it(c
     leaving, staying = cluster.nodes[-1], cluster.nodes[0]
     name = f"rabbit@{leaving}"
     prefix = f"membership-{uuid.uuid4().hex[:8]}-"
+    workers = worker_processes()
     publisher = Publisher(cluster, staying, prefix)
     publisher.start()
     try:
@@ -109,3 +117,4 @@ def test_a_node_leaves_under_load_and_comes_back_with_the_queues_grown_onto_it(c
     assert publisher.confirmed, f"nothing was confirmed: {publisher.errors[-3:]}"
     assert done.distinct == len(publisher.confirmed), f"confirmed jobs not recorded: {done}"
     assert done.duplicates == 0, f"{done.duplicates} jobs recorded twice"
+    assert_no_worker_restarted(workers)

@@ -1,7 +1,8 @@
 """A network partition (after test_cluster.py): one node cut off from the other two while a confirmed publisher
 and the workers run, held apart longer than the Erlang net tick time, then reconnected. With
 `cluster_partition_handling = pause_minority` (the role's choice for 3+ Mnesia nodes) the cut-off node pauses and
-comes back by itself; no confirmed job is lost or recorded twice, and no partition is left."""
+comes back by itself; no confirmed job is lost or recorded twice, no partition is left,
+and no worker instance exits (each reconnects inside its process)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import subprocess
 import time
 import uuid
 
-from cluster import Cluster, Publisher, cluster_status, wait_running_nodes, worker_node
+from cluster import (
+    Cluster,
+    Publisher,
+    assert_no_worker_restarted,
+    cluster_status,
+    wait_running_nodes,
+    worker_node,
+    worker_processes,
+)
 from support.containers import podman, run_in
 from support.db import wait_recorded
 
@@ -49,6 +58,7 @@ def test_a_node_cut_off_pauses_rejoins_by_itself_and_no_confirmed_job_is_lost(cl
     network, address = _address(cut)
     logged_before = len(_log_lines(cut))
     prefix = f"partition-{uuid.uuid4().hex[:8]}-"
+    workers = worker_processes()
     publisher = Publisher(cluster, majority[0], prefix)
     publisher.start()
     time.sleep(3)
@@ -102,3 +112,4 @@ def test_a_node_cut_off_pauses_rejoins_by_itself_and_no_confirmed_job_is_lost(cl
     assert publisher.confirmed, f"nothing was confirmed: {publisher.errors[-3:]}"
     assert done.distinct == len(publisher.confirmed), f"confirmed jobs not recorded: {done}"
     assert done.duplicates == 0, f"{done.duplicates} jobs recorded twice"
+    assert_no_worker_restarted(workers)
