@@ -48,6 +48,27 @@ def _log_lines(node: str) -> list[str]:
     return run_in(node, "sh", "-c", "cat /var/log/rabbitmq/rabbit@*.log").stdout.splitlines()
 
 
+def _partitions(nodes: list[str], deadline_s: float = 60) -> dict[str, object]:
+    """Each node's own list of partitions, once its CLI answers: the node that paused lists itself running to
+    the others a little before its own CLI answers again (seen once: exit 64 seconds after it rejoined)."""
+    deadline = time.monotonic() + deadline_s
+    seen: dict[str, object] = {}
+    errors: dict[str, str] = {}
+    while True:
+        for node in nodes:
+            if node in seen:
+                continue
+            try:
+                seen[node] = cluster_status(node).get("partitions")
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError) as exc:
+                errors[node] = f"{exc} {getattr(exc, 'stderr', '') or ''}".strip()
+        if len(seen) == len(nodes) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert len(seen) == len(nodes), f"nodes whose CLI did not answer within {deadline_s} s: {errors}"
+    return seen
+
+
 def test_a_node_cut_off_pauses_rejoins_by_itself_and_no_confirmed_job_is_lost(cluster: Cluster, report) -> None:
     database_url = os.environ["CLUSTER_DATABASE_URL"]
     cut = worker_node(cluster) or cluster.nodes[-1]  # the node a worker uses: it must move
@@ -89,7 +110,7 @@ def test_a_node_cut_off_pauses_rejoins_by_itself_and_no_confirmed_job_is_lost(cl
         publisher.join(timeout=60)
     gap = publisher.longest_gap(cut_at, stopped_at)
     done = wait_recorded(database_url, prefix, len(publisher.confirmed), deadline_s=180, poll_s=1)
-    partitions = {n: cluster_status(n).get("partitions") for n in cluster.nodes}
+    partitions = _partitions(cluster.nodes)
     report.append(
         {
             "test": "partition",
