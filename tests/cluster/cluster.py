@@ -21,6 +21,7 @@ from support.containers import kill_service, run_in, start_service
 from support.jobs import publish_job
 
 APIKEY = os.environ.get("CLUSTER_APIKEY") or "cluster"  # the workers' WORKER_APIKEY, when they check one
+WORKER = os.environ.get("CLUSTER_WORKER_NAME") or "account-worker"  # the inventory's worker_name
 
 
 @dataclass(frozen=True)
@@ -90,18 +91,24 @@ def worker_node(cluster: Cluster) -> str | None:
         except Exception:
             continue
         for c in conns:
-            if str(c.get("client_properties", {}).get("connection_name", "")).startswith("account-worker@"):
+            if str(c.get("client_properties", {}).get("connection_name", "")).startswith(f"{WORKER}@"):
                 return c["node"].split("@", 1)[1]
     return None
+
+
+def worker_services(host: str) -> list[str]:
+    """The worker instances deployed on host: their runit service directories, /etc/service/<name>-N."""
+    return run_in(host, "sh", "-c", f"ls -1d /etc/service/{WORKER}-[0-9]*", check=False).stdout.split()
 
 
 def worker_processes() -> dict[str, str]:
     """Each deployed worker instance ("host service") and its process as runit reports it ("pid N", or the
     state when it does not run): equal before and after a test means no instance exited meanwhile (the worker
-    rides out broker trouble inside its process; a restart is a crash, see /var/log/account-worker-N/current)."""
+    rides out broker trouble inside its process; a restart is a crash, see /var/log/<name>-N/current)."""
     found: dict[str, str] = {}
     for host in filter(None, os.environ.get("CLUSTER_WORKER_HOSTS", "").split(",")):
-        out = run_in(host, "sh", "-c", "sv status /etc/service/account-worker-[0-9]*", check=False).stdout
+        services = worker_services(host)
+        out = run_in(host, "sv", "status", *services, check=False).stdout if services else ""
         for line in out.splitlines():
             match = re.match(r"(\w+): /etc/service/([^:]+): (?:\(pid (\d+)\))?", line)
             if match:

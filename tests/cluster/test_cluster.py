@@ -13,6 +13,7 @@ import pytest
 
 from cluster import (
     APIKEY,
+    WORKER,
     Cluster,
     assert_no_worker_restarted,
     cluster_status,
@@ -23,6 +24,7 @@ from cluster import (
     wait_running_nodes,
     worker_node,
     worker_processes,
+    worker_services,
 )
 from support.containers import podman, run_in
 from support.db import recorded, wait_recorded
@@ -145,14 +147,8 @@ def test_every_node_answers_amqp(cluster: Cluster, index: int) -> None:
     conn.close()
 
 
-WORKER = "account-worker"
 PROBE_CA = "/tmp/tls-probe-ca.crt"
 PROBE_PID = "/tmp/tls-probe.pid"
-
-
-def _worker_services(host: str) -> list[str]:
-    out = run_in(host, "sh", "-c", f"ls -1d /etc/service/{WORKER}-[0-9]*").stdout
-    return out.split()
 
 
 def test_a_broker_certificate_from_another_ca_is_refused_and_no_job_is_lost(cluster: Cluster, tmp_path, report) -> None:
@@ -171,7 +167,8 @@ def test_a_broker_certificate_from_another_ca_is_refused_and_no_job_is_lost(clus
     )  # fmt: skip
     podman("cp", str(other_ca), f"{host}:{PROBE_CA}")
     run_in(host, "chmod", "0644", PROBE_CA)
-    services = {h: _worker_services(h) for h in hosts}
+    services = {h: worker_services(h) for h in hosts}
+    assert all(services.values()), f"no worker instance on some worker host: {services}"
     for h in hosts:
         run_in(h, "sv", "stop", *services[h])  # the deployed instances must not take the job
     message_id = f"tls-probe-{uuid.uuid4().hex[:8]}"
