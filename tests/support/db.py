@@ -33,6 +33,15 @@ def recorded(database_url: str, prefix: str) -> Recorded:
     return Recorded(int(row[0]), int(row[1])) if row else Recorded(0, 0)
 
 
+def recorded_ids(database_url: str, prefix: str) -> set[str]:
+    """The distinct message ids recorded in job_runs that start with prefix."""
+    with psycopg.connect(database_url, connect_timeout=5) as db:
+        rows = db.execute(
+            "SELECT DISTINCT message_id FROM job_runs WHERE message_id LIKE %s", (prefix + "%",)
+        ).fetchall()
+    return {str(row[0]) for row in rows}
+
+
 def wait_recorded(database_url: str, prefix: str, expected: int, deadline_s: float, poll_s: float = 0.5) -> Recorded:
     """Poll until `expected` distinct ids are recorded or the deadline passes; the last count.
 
