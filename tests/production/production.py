@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 import requests
 
 from support.playbooks import ANSI, ROOT, recap, run_playbook
+from support.prometheus import scrape_started
 
 __all__ = ["ANSI", "ROOT", "Deployment", "failing", "recap"]
 
@@ -58,7 +58,7 @@ class Deployment:
         targets: list[dict] = []
         while time.time() < deadline:
             targets = self.targets()
-            fresh = all(_scraped_at(t) > since and t["health"] == "up" for t in targets)
+            fresh = all(scrape_started(t) > since and t["health"] == "up" for t in targets)
             if targets and fresh:
                 return targets
             time.sleep(2)
@@ -80,14 +80,6 @@ class Deployment:
         table = _table(run.stdout)
         (self.reports / f"doctor-{name}.txt").write_text(table + "\n")
         return run.returncode, rows, table
-
-
-def _scraped_at(target: dict) -> float:
-    text = target.get("lastScrape", "")
-    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", text)
-    if not match:
-        return 0.0
-    return time.mktime(time.strptime(match[1], "%Y-%m-%dT%H:%M:%S")) - time.timezone
 
 
 def _table(stdout: str) -> str:
