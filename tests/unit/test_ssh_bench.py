@@ -16,7 +16,9 @@ from sleep_action import sleep_100ms
 
 
 def _result(key: str, rate: float, messages: int = 2000) -> Result:
-    return Result(key, ssh_throughput.ROWS[key], messages, messages / rate, 0.5, 40.0, 1.0, done=messages)
+    base, _, rtt = key.partition("-rtt")
+    label = ssh_throughput.row_label(base, int(rtt or 0))
+    return Result(key, label, messages, messages / rate, 0.5, 40.0, 1.0, done=messages)
 
 
 def test_ssh_jobs_name_the_command_in_their_payload_for_one_account() -> None:
@@ -41,6 +43,34 @@ def test_goals_are_a_rate_a_ratio_to_celery_and_the_concurrency_bound() -> None:
     }
 
 
+def test_at_each_round_trip_time_a_has_its_own_rate_and_ratio_goals() -> None:
+    results = {
+        "ssh": _result("ssh", 150.0),
+        "celery-ssh": _result("celery-ssh", 10.0, 200),
+        "ssh-20ms": _result("ssh-rtt20", 80.0),
+        "celery-ssh-20ms": _result("celery-ssh-rtt20", 4.0, 200),
+    }
+    rows = {name: (round(value, 3), met) for name, value, _, met in ssh_throughput.ssh_goals(results, 16, [0, 20])}
+    assert rows == {
+        "a jobs/s": (150.0, True),
+        "a/b": (15.0, True),
+        "a jobs/s, RTT 20ms": (80.0, False),
+        "a/b, RTT 20ms": (20.0, True),
+    }
+
+
+def test_known_hosts_gains_the_relay_address_with_the_same_pinned_key() -> None:
+    pinned = "sandbox-account,[127.0.0.1]:2222 ssh-ed25519 AAAAkey\n[other]:22 ssh-rsa AAAAother\n"
+    name = ssh_throughput.known_hosts_name("127.0.0.1", 2222)
+    alias = ssh_throughput.known_hosts_name("127.0.0.1", 40123)
+    assert ssh_throughput.alias_known_hosts(pinned, name, alias) == pinned + "[127.0.0.1]:40123 ssh-ed25519 AAAAkey\n"
+    assert ssh_throughput.known_hosts_name("[::1]", 22) == "::1"
+    with pytest.raises(SystemExit, match=r"no key for \[127.0.0.1\]:2200"):
+        ssh_throughput.alias_known_hosts(pinned, "[127.0.0.1]:2200", alias)
+    with pytest.raises(SystemExit):  # a hashed name cannot be matched
+        ssh_throughput.alias_known_hosts("|1|c2FsdA==|aGFzaA== ssh-ed25519 AAAAkey\n", name, alias)
+
+
 def test_a_row_that_did_not_finish_fails_its_goals() -> None:
     failed = _result("ssh", 150.0)
     failed.done = 0
@@ -52,7 +82,8 @@ def test_a_row_that_did_not_finish_fails_its_goals() -> None:
 def test_labels_fit_the_table_and_start_with_their_letter() -> None:
     lines = table_lines({key: _result(key, 100.0) for key in ssh_throughput.ROWS})
     assert [line.split(" ", 1)[0] for line in lines[2:]] == ["(a)", "(b)", "(c)"]
-    assert all(len(label) <= 40 for label in ssh_throughput.ROWS.values())
+    labels = [ssh_throughput.row_label(key, rtt) for key in ssh_throughput.NETWORK_ROWS for rtt in (0, 20, 1000)]
+    assert all(len(label) <= 40 for label in [*labels, *ssh_throughput.ROWS.values()]), labels
     assert len(ssh_throughput.ROWS["sleep"] + ", c=256") <= 40  # phase_sleep adds the bound
 
 
@@ -69,7 +100,16 @@ def test_a_target_off_this_machine_is_refused(host: str) -> None:
 
 def test_cli_defaults_are_the_three_rows_with_medians_of_three() -> None:
     args = ssh_throughput.parse_args([])
-    assert args.only == ["ssh", "celery-ssh", "sleep"]
+    assert args.only == ["ssh", "celery-ssh", "ssh-20ms", "celery-ssh-20ms", "sleep"]
+    assert args.rtt_ms == [0, 20]
+    assert ssh_throughput.parse_args(["--only", "sleep,ssh", "--rtt-ms", "50,0,50"]).only == [
+        "ssh",
+        "ssh-50ms",
+        "sleep",
+    ]
+    for bad in ("-5", "x", "", "2000"):
+        with pytest.raises(SystemExit):
+            ssh_throughput.parse_args(["--rtt-ms", bad])
     assert (args.n, args.celery_n, args.sleep_n, args.concurrency, args.repeat) == (2000, 150, 2000, 16, 3)
     assert args.png.name == "ssh_throughput.png"
     with pytest.raises(SystemExit):

@@ -1,0 +1,113 @@
+"""A TCP relay on loopback that adds network latency: bytes arrive half a round trip after they were sent.
+
+bench/ssh_throughput.py puts it in front of the account host's sshd to measure SSH jobs across a network
+(real account hosts are not on the worker's two cores).  `tc netem` would delay the container's packets in
+the kernel, but this machine's kernel is built without it (`CONFIG_NET_SCH_NETEM` is not set: `tc qdisc add
+... netem` answers "Specified qdisc kind is unknown"), so the delay is added here: every chunk read from one
+side is written to the other `rtt / 2` seconds after it was read, in order, in both directions.  Only
+latency is modelled (no bandwidth limit, no loss); that is what a handshake's round trips pay.
+
+    with DelayedLink(("127.0.0.1", 2222), rtt=0.020) as link:
+        print(link.address)  # 127.0.0.1:<port>, connect here instead of 127.0.0.1:2222
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from types import TracebackType
+
+CHUNK = 65536
+
+
+class DelayedLink:
+    """Listens on an ephemeral loopback port; each connection is relayed to `target` with `rtt` added."""
+
+    def __init__(self, target: tuple[str, int], rtt: float, listen: str = "127.0.0.1") -> None:
+        if rtt < 0:
+            raise ValueError(f"rtt must be >= 0, got {rtt}")
+        self.target = target
+        self.rtt = rtt
+        self.listen = listen
+        self.port = 0
+        self.connections = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="delayed-link", daemon=True)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.listen}:{self.port}"
+
+    def __enter__(self) -> DelayedLink:
+        return self.start()
+
+    def start(self) -> DelayedLink:
+        """Start listening (on its own thread); `port` and `address` are known from here on."""
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._relay, self.listen, 0), self._loop
+        ).result(timeout=10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.sleep(self.rtt)  # the TCP handshake to a distant host costs one round trip
+        try:
+            await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
+        finally:
+            for writer in (client_writer, server_writer):
+                writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy reader to writer, each chunk held until half a round trip after it was read; EOF likewise."""
+        loop = asyncio.get_running_loop()
+        in_flight: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await in_flight.get()
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof():
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        sender = asyncio.create_task(deliver())
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(CHUNK):
+                in_flight.put_nowait((loop.time() + self.rtt / 2, data))
+        in_flight.put_nowait((loop.time() + self.rtt / 2, b""))
+        with contextlib.suppress(ConnectionError):
+            await sender
