@@ -80,9 +80,11 @@ class DelayedLink:
         except OSError:
             client_writer.close()
             return
-        await asyncio.sleep(self.rtt)  # the TCP handshake to a distant host costs one round trip
         try:
+            await asyncio.sleep(self.rtt)  # the TCP handshake to a distant host costs one round trip
             await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
+        except asyncio.CancelledError:
+            pass  # close(): the link goes away under open connections; asyncio would log this task's end as an error
         finally:
             for writer in (client_writer, server_writer):
                 writer.close()
@@ -105,9 +107,9 @@ class DelayedLink:
                 await writer.drain()
 
         sender = asyncio.create_task(deliver())
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):  # reset or gone: the other side is told by the close
             while data := await reader.read(CHUNK):
                 in_flight.put_nowait((loop.time() + self.rtt / 2, data))
         in_flight.put_nowait((loop.time() + self.rtt / 2, b""))
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):  # reset or gone: the other side is told by the close
             await sender

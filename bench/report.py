@@ -148,7 +148,7 @@ def plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    labels = [r.label.split(" ", 1)[0] + "\n" + r.key for r in results.values()]
+    labels = [r.label.split(" ", 1)[0] + "\n" + r.key.replace("@", "\n@") for r in results.values()]
     rates = [r.rate for r in results.values()]
     rss = [r.rss_mb for r in results.values()]
     colors = ["#1f77b4" if r.key in highlight else "#999999" for r in results.values()]

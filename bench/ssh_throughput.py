@@ -82,8 +82,8 @@ TRUE_JOB = {"command": "true"}
 
 
 def row_key(base: str, rtt_ms: int) -> str:
-    """The results' key of row `base` at a round-trip time: `ssh`, `ssh-20ms`."""
-    return base if rtt_ms == 0 else f"{base}-{rtt_ms}ms"
+    """The results' key of row `base` at a round-trip time: `ssh`, `ssh@20ms`."""
+    return base if rtt_ms == 0 else f"{base}@{rtt_ms}ms"
 
 
 def row_label(base: str, rtt_ms: int) -> str:
@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subtitle,
             rows=rows,
             title="SSH jobs: account worker vs Celery",
-            highlight=("ssh", "sleep"),
+            highlight=tuple(k for k in final if k == "sleep" or k.split("@")[0] == "ssh"),
             rss_goal=None,
             unit="jobs",
         )

@@ -47,8 +47,8 @@ def test_at_each_round_trip_time_a_has_its_own_rate_and_ratio_goals() -> None:
     results = {
         "ssh": _result("ssh", 150.0),
         "celery-ssh": _result("celery-ssh", 10.0, 200),
-        "ssh-20ms": _result("ssh-rtt20", 80.0),
-        "celery-ssh-20ms": _result("celery-ssh-rtt20", 4.0, 200),
+        "ssh@20ms": _result("ssh-rtt20", 80.0),
+        "celery-ssh@20ms": _result("celery-ssh-rtt20", 4.0, 200),
     }
     rows = {name: (round(value, 3), met) for name, value, _, met in ssh_throughput.ssh_goals(results, 16, [0, 20])}
     assert rows == {
@@ -100,11 +100,11 @@ def test_a_target_off_this_machine_is_refused(host: str) -> None:
 
 def test_cli_defaults_are_the_three_rows_with_medians_of_three() -> None:
     args = ssh_throughput.parse_args([])
-    assert args.only == ["ssh", "celery-ssh", "ssh-20ms", "celery-ssh-20ms", "sleep"]
+    assert args.only == ["ssh", "celery-ssh", "ssh@20ms", "celery-ssh@20ms", "sleep"]
     assert args.rtt_ms == [0, 20]
     assert ssh_throughput.parse_args(["--only", "sleep,ssh", "--rtt-ms", "50,0,50"]).only == [
         "ssh",
-        "ssh-50ms",
+        "ssh@50ms",
         "sleep",
     ]
     for bad in ("-5", "x", "", "2000"):
