@@ -39,7 +39,9 @@ BENCH_AMQP_URL / BENCH_DATABASE_URL default to the sandbox (passwords in .sandbo
 both must point at a loopback address.  WORKER_* variables of the caller's environment
 are passed to the worker (b) unless the harness sets them itself, e.g.
 `WORKER_PREFETCH=500 ... --only raw,worker` to try a setting.  --only, --seed-n,
---celery-n, --timeout and --json are for such experiments.
+--celery-n, --timeout and --json are for such experiments.  --db-rtt-ms puts the database
+across a network for the consumers: they reach it through a relay in this process that adds
+that round trip (bench/delayed_link.py); the harness itself still reads it directly.
 
 Modules beside this entry point: publishing.py (jobs with confirms, the broker),
 processes.py (start, time, sample and stop one consumer), report.py (table, goals,
@@ -67,6 +69,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "worker" / "src")) 
 sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # support, shared with the live suites
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
+from delayed_link import DelayedLink
 from processes import Phase, measure
 from publishing import Broker, Message, job_messages, publish_confirmed
 from report import Result, median_result, plot, print_goals, print_table, write_json
@@ -119,6 +122,18 @@ def default_database_url() -> str:
     )
 
 
+def database_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def with_address(url: str, address: str) -> str:
+    """`url` with its host:port replaced by `address` (credentials, database and options kept)."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo}{at}{address}").geturl()
+
+
 def amqps_url(url: str) -> str:
     """The same broker and credentials as `url`, over AMQPS."""
     parts = urlsplit(url)
@@ -151,6 +166,10 @@ class Bench:
         self.logdir = Path(tempfile.mkdtemp(prefix=f"{self.run_id}-"))
         self.broker = Broker(self.amqp_url)
         self.db = psycopg.connect(self.database_url, autocommit=True, application_name="bench-harness")
+        self.db_link: DelayedLink | None = None
+        if getattr(args, "db_rtt_ms", 0) > 0:  # the consumers' way to the database, not the harness's
+            self.db_link = DelayedLink(database_address(self.database_url), args.db_rtt_ms / 1000).start()
+            self.database_url = with_address(self.database_url, self.db_link.address)
         self.queues: list[str] = []
         self.exchanges: list[str] = []
         self.celery_preexisting: tuple[set[str], set[str]] | None = None
@@ -431,6 +450,8 @@ class Bench:
         self.delete_celery_topology()
         with contextlib.suppress(Exception):
             delete_rows(self.db, self.run_id + "-")
+        if self.db_link is not None:
+            self.db_link.close()
         self.broker.close()
         self.db.close()
 
@@ -454,6 +475,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="also measure (b0): the worker from this src folder (e.g. a checkout of the code before a change)",
     )
+    parser.add_argument(
+        "--db-rtt-ms",
+        type=float,
+        default=0.0,
+        help="the consumers reach PostgreSQL across this round trip, through a delaying relay (default 0: directly)",
+    )
     parser.add_argument("--timeout", type=float, default=90.0, help="per consumer, seconds (default 90)")
     parser.add_argument("--settle", type=float, default=1.0, help="pause after publishing, seconds (default 1)")
     parser.add_argument("--png", type=Path, default=ROOT / "reports" / "worker_throughput.png")
@@ -466,8 +493,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if "worker-base" in args.only and not (args.baseline_src and (args.baseline_src / "account_worker").is_dir()):
         parser.error("worker-base needs --baseline-src pointing at a folder holding account_worker/")
     unknown = set(args.only) - set(CONSUMERS)
-    if unknown or args.n < 1 or args.repeat < 1:
-        parser.error(f"bad --only {sorted(unknown)} / --n / --repeat")
+    if unknown or args.n < 1 or args.repeat < 1 or not 0 <= args.db_rtt_ms <= 1000:
+        parser.error(f"bad --only {sorted(unknown)} / --n / --repeat / --db-rtt-ms")
     return args
 
 
@@ -477,8 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     passed = ", ".join(sorted(k for k in os.environ if k.startswith("WORKER_")))
     print(
-        f"run {bench.run_id}: N={args.n}, repeat={args.repeat}, logs in {bench.logdir}"
-        + (f"; the worker also gets {passed} from the environment" if passed else ""),
+        f"run {bench.run_id}: N={args.n}, repeat={args.repeat}, database RTT +{args.db_rtt_ms:g} ms, "
+        f"logs in {bench.logdir}" + (f"; the worker also gets {passed} from the environment" if passed else ""),
         file=sys.stderr,
     )
     runs: list[dict[str, Result]] = []

@@ -131,6 +131,21 @@ def test_cli_defaults_run_every_consumer_in_table_order() -> None:
     assert (args.n, args.repeat, args.png.name) == (10000, 1, "worker_throughput.png")
     with pytest.raises(SystemExit):
         worker_throughput.parse_args(["--only", "raw,nope"])
+    assert args.db_rtt_ms == 0
+    assert worker_throughput.parse_args(["--db-rtt-ms", "2"]).db_rtt_ms == 2.0
+    with pytest.raises(SystemExit):
+        worker_throughput.parse_args(["--db-rtt-ms", "-1"])
+
+
+def test_the_consumers_database_url_can_point_at_a_relay_with_everything_else_kept() -> None:
+    url = "postgresql://worker:p%40ss@127.0.0.1:5432/accounts?sslmode=disable"
+    assert worker_throughput.database_address(url) == ("127.0.0.1", 5432)
+    assert worker_throughput.database_address("postgresql://localhost/db") == ("localhost", 5432)
+    assert (
+        worker_throughput.with_address(url, "127.0.0.1:40111")
+        == "postgresql://worker:p%40ss@127.0.0.1:40111/accounts?sslmode=disable"
+    )
+    assert worker_throughput.with_address("postgresql://h:1/db", "127.0.0.1:2") == "postgresql://127.0.0.1:2/db"
 
 
 def test_baseline_src_adds_the_b0_row_after_the_worker_and_must_hold_the_package(tmp_path) -> None:

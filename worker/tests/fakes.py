@@ -197,18 +197,6 @@ class FakeCursor:
         return self._rows[0] if self._rows else None
 
 
-class FakeTransaction:
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        self.conn.log.append("BEGIN")
-
-    def __exit__(self, exc_type, exc, tb):
-        self.conn.log.append("ROLLBACK" if exc_type else "COMMIT")
-        return False
-
-
 class FakeConn:
     """A psycopg connection answering every query with responder(sql, params)."""
 
@@ -220,9 +208,6 @@ class FakeConn:
     def execute(self, sql, params=None):
         self.log.append(" ".join(sql.split()))
         return FakeCursor(self.responder(sql, params))
-
-    def transaction(self):
-        return FakeTransaction(self)
 
     def close(self):
         self.closed = True

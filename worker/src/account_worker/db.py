@@ -200,8 +200,12 @@ class Database:
         return {row[0]: _recorded(row, already_done=True) for row in rows}
 
     def record_runs(self, runs: Sequence[Run]) -> list[RecordedRun]:
-        """Insert runs in ONE transaction; rows that already existed come back with already_done=True.
+        """Insert runs in ONE statement; rows that already existed come back with already_done=True.
 
+        The connection is in autocommit, so the INSERT is its own transaction: every row is
+        committed when it returns, or none is.  One round trip per batch (an explicit
+        transaction would add BEGIN and COMMIT: three).  The rows that already existed were
+        committed by an earlier insert, so reading them afterwards needs no transaction either.
         Returned in the order of `runs` (first occurrence of each message_id).
         """
         unique: dict[str, Run] = {}
@@ -212,25 +216,24 @@ class Database:
         items = list(unique.values())
 
         def work(conn: Any) -> list[RecordedRun]:
-            with conn.transaction():
-                inserted = conn.execute(
-                    _INSERT_RUNS,
-                    (
-                        [r.message_id for r in items],
-                        [r.account_uuid for r in items],
-                        [r.host for r in items],
-                        [r.status for r in items],
-                        [r.attempts for r in items],
-                        [r.exit_status for r in items],
-                        [r.stdout for r in items],
-                        [r.stderr for r in items],
-                    ),
-                ).fetchall()
-                result = {row[0]: _recorded(row, already_done=False) for row in inserted}
-                existing = [r.message_id for r in items if r.message_id not in result]
-                if existing:
-                    for row in conn.execute(_FIND_RUNS, (existing,)).fetchall():
-                        result[row[0]] = _recorded(row, already_done=True)
+            inserted = conn.execute(
+                _INSERT_RUNS,
+                (
+                    [r.message_id for r in items],
+                    [r.account_uuid for r in items],
+                    [r.host for r in items],
+                    [r.status for r in items],
+                    [r.attempts for r in items],
+                    [r.exit_status for r in items],
+                    [r.stdout for r in items],
+                    [r.stderr for r in items],
+                ),
+            ).fetchall()
+            result = {row[0]: _recorded(row, already_done=False) for row in inserted}
+            existing = [r.message_id for r in items if r.message_id not in result]
+            if existing:
+                for row in conn.execute(_FIND_RUNS, (existing,)).fetchall():
+                    result[row[0]] = _recorded(row, already_done=True)
             missing = [r.message_id for r in items if r.message_id not in result]
             if missing:  # cannot happen with a UNIQUE constraint; never ack what was not recorded
                 raise DatabaseUnavailable(f"job_runs rows missing after insert: {len(missing)}")
