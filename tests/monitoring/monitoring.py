@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from support.prometheus import scrape_started
+from support.prometheus import wait_scraped
 
 
 def _get(url: str) -> Any:
@@ -90,14 +90,5 @@ class Monitoring:
     def wait_scrapes(self) -> None:
         """Until every active target has been scraped by a scrape that started at least a second after this call,
         so that what happened before the call is in Prometheus's data (about one scrape interval)."""
-        since = time.time() + 1.0
-        deadline = time.monotonic() + 3 * self.scrape_interval + 5
-        targets: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            targets = self.targets()
-            if targets and all(scrape_started(t) >= since for t in targets):
-                time.sleep(0.5)  # the scrape reports itself as it ends; let its samples be committed
-                return
-            time.sleep(0.5)
-        late = [t["scrapeUrl"] for t in targets if scrape_started(t) < since]
-        raise AssertionError(f"targets not scraped again within {3 * self.scrape_interval + 5:.0f} s: {late}")
+        wait_scraped(self.targets, time.time() + 1.0, 3 * self.scrape_interval + 5)
+        time.sleep(0.5)  # the scrape reports itself as it ends; let its samples be committed

@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 from support.playbooks import ANSI, ROOT, recap, run_playbook
-from support.prometheus import scrape_started
+from support.prometheus import wait_scraped
 
 __all__ = ["ANSI", "ROOT", "Deployment", "failing", "recap"]
 
@@ -52,18 +52,8 @@ class Deployment:
         return r.json()["data"]["activeTargets"]
 
     def wait_targets_up(self, timeout: float = 90) -> list[dict]:
-        """Until every target was scraped up since `since` (a fresh scrape after a repair)."""
-        since = time.time()
-        deadline = since + timeout
-        targets: list[dict] = []
-        while time.time() < deadline:
-            targets = self.targets()
-            fresh = all(scrape_started(t) > since and t["health"] == "up" for t in targets)
-            if targets and fresh:
-                return targets
-            time.sleep(2)
-        down = [f"{t['scrapeUrl']}: {t['health']} {t['lastError']}" for t in targets if t["health"] != "up"]
-        raise AssertionError(f"targets not up again within {timeout:.0f} s: {down}")
+        """Until every target was scraped, and up, by a scrape that started after this call (after a repair)."""
+        return wait_scraped(self.targets, time.time(), timeout, up=True, poll=2)
 
     # ------------------------------------------------------------- playbooks --
     def playbook(self, playbook: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,3 +20,20 @@ def scrape_started(target: dict[str, Any]) -> float:
     zone = "+00:00" if match[3] == "Z" else match[3]
     fraction = (match[2] or "0")[:6].ljust(6, "0")
     return max(datetime.fromisoformat(f"{match[1]}.{fraction}{zone}").timestamp(), 0.0)
+
+
+def wait_scraped(
+    targets: Callable[[], list[dict[str, Any]]], since: float, timeout: float, *, up: bool = False, poll: float = 0.5
+) -> list[dict[str, Any]]:
+    """Poll `targets()` (the active targets) until each has a scrape that started at `since` (epoch seconds) or
+    later, and, with `up`, is up; return them.  At the deadline, AssertionError naming the targets still behind."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = targets()
+        behind = [t for t in found if scrape_started(t) < since or (up and t.get("health") != "up")]
+        if found and not behind:
+            return found
+        if time.monotonic() >= deadline:
+            late = [f"{t.get('scrapeUrl')}: {t.get('health')} {t.get('lastError', '')}".rstrip() for t in behind]
+            raise AssertionError(f"targets not scraped{' up' if up else ''} again within {timeout:.0f} s: {late}")
+        time.sleep(poll)
