@@ -101,12 +101,17 @@ def worker_services(host: str) -> list[str]:
     return run_in(host, "sh", "-c", f"ls -1d /etc/service/{WORKER}-[0-9]*", check=False).stdout.split()
 
 
+def worker_hosts() -> list[str]:
+    """The hosts the scenario deployed workers on (CLUSTER_WORKER_HOSTS, comma-separated; none when unset)."""
+    return [host for host in os.environ.get("CLUSTER_WORKER_HOSTS", "").split(",") if host]
+
+
 def worker_processes() -> dict[str, str]:
     """Each deployed worker instance ("host service") and its process as runit reports it ("pid N", or the
     state when it does not run): equal before and after a test means no instance exited meanwhile (the worker
     rides out broker trouble inside its process; a restart is a crash, see /var/log/<name>-N/current)."""
     found: dict[str, str] = {}
-    for host in filter(None, os.environ.get("CLUSTER_WORKER_HOSTS", "").split(",")):
+    for host in worker_hosts():
         services = worker_services(host)
         out = run_in(host, "sv", "status", *services, check=False).stdout if services else ""
         for line in out.splitlines():

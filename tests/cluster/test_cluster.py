@@ -22,6 +22,7 @@ from cluster import (
     start_node,
     take_all,
     wait_running_nodes,
+    worker_hosts,
     worker_node,
     worker_processes,
     worker_services,
@@ -157,7 +158,8 @@ def test_a_broker_certificate_from_another_ca_is_refused_and_no_job_is_lost(clus
     (the worker reads its CA file on every attempt: same process, no restart)."""
     if not cluster.ca_file:
         pytest.skip("the brokers of this release serve plain AMQP")
-    hosts, database_url = os.environ["CLUSTER_WORKER_HOSTS"].split(","), os.environ["CLUSTER_DATABASE_URL"]
+    hosts, database_url = worker_hosts(), os.environ["CLUSTER_DATABASE_URL"]
+    assert hosts, "CLUSTER_WORKER_HOSTS names no worker host"
     host = hosts[0]  # the probe runs here; every host's deployed instances are stopped
     other_key, other_ca = tmp_path / "other-ca.key", tmp_path / "other-ca.crt"
     subprocess.run(

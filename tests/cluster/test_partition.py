@@ -18,6 +18,7 @@ from cluster import (
     assert_no_worker_restarted,
     cluster_status,
     wait_running_nodes,
+    worker_hosts,
     worker_node,
     worker_processes,
 )
@@ -77,7 +78,7 @@ def where_missing_jobs_are(cluster: Cluster, node: str, database_url: str, prefi
     queues = run_in(node, "rabbitmqctl", "-q", "list_queues", "-p", cluster.vhost, "name", "messages",
                     "messages_unacknowledged", check=False).stdout  # fmt: skip
     logged = []
-    for host in filter(None, os.environ.get("CLUSTER_WORKER_HOSTS", "").split(",")):
+    for host in worker_hosts():
         for message_id in missing[:3]:
             out = run_in(host, "sh", "-c", f"grep -h -- '{message_id}' /var/log/{WORKER}-*/current | tail -5",
                          check=False).stdout  # fmt: skip
