@@ -51,7 +51,10 @@ images: .stamps/apt
 	  scripts/build-image "$${spec#*:}" "localhost/bundle-debian:$${spec%%:*}" & pids="$$pids $$!"; \
 	done; failed=0; for pid in $$pids; do wait $$pid || failed=1; done; exit $$failed
 
-sandbox: deps images
+# The virtualenv and the base images at once (pip and debootstrap wait on downloads and disk as much
+# as on the cores); then the containers.
+sandbox: .stamps/apt
+	@$(MAKE) --no-print-directory -j2 venv images
 	$(BIN)/ansible-playbook playbooks/sandbox.yml -i inventory/sandbox
 
 site: sandbox
