@@ -67,7 +67,6 @@ options:
     description: Its password.
     type: str
     default: ""
-    no_log: true
   remove_guest:
     description: Whether C(guest) must be absent.
     type: bool
@@ -100,7 +99,7 @@ options:
     description: Seconds per CLI or HTTP call.
     type: int
     default: 30
-author: bundle maintainers
+author: Bundle maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
