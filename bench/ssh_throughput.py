@@ -56,7 +56,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # support, shared with the live suites
 from delayed_link import DelayedLink
 from processes import Phase
 from publishing import job_messages

@@ -65,8 +65,6 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 
-sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "worker" / "src"))  # account_worker
-sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # support, shared with the live suites
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
 from delayed_link import DelayedLink
