@@ -37,12 +37,12 @@ deps: .stamps/apt venv
 
 venv: $(VENV)/.installed
 
+# The pinned tools, then the worker (account_worker) and the suites' helpers (support), editable,
+# for the tests and bench/ to import (their dependencies are among the pins).
 $(VENV)/.installed: requirements.txt worker/pyproject.toml tests/support/pyproject.toml | .stamps/apt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	# The worker (account_worker) and the suites' helpers (support), editable, for the tests and
-	# bench/ to import (their dependencies are the pins above).
 	$(PY) -m pip install --quiet --no-deps -e worker -e tests/support
 	$(BIN)/ansible-galaxy collection install -r requirements.yml
 	touch $@
