@@ -24,9 +24,9 @@ help:
 	@echo "make doctor           the read-only health report of the sandbox (playbooks/doctor.yml)"
 	@echo "make check            the fast loop (no Ansible run, no containers): lint-fast and unit-fast"
 	@echo "make lint-fast        ruff, ruff format --check, mypy --strict (worker), yamllint --strict"
-	@echo "make lint             lint-fast and ansible-lint --profile production"
-	@echo "make unit-fast        the unit tests not marked ansible (tests/unit -m 'not ansible'), the worker's tests"
-	@echo "make unit             every unit test: tests/unit (with those that run Ansible) and the worker's tests"
+	@echo "make lint             lint-fast, ansible-lint --profile production and ansible-test sanity (the collection)"
+	@echo "make unit-fast        the unit tests not marked ansible (tests/unit -m 'not ansible'), ansible-test units, the worker's tests"
+	@echo "make unit             every unit test: tests/unit (with those that run Ansible), ansible-test units, the worker's tests"
 	@echo "make molecule | bench | bench-ssh"
 
 deps: .stamps/apt venv
@@ -37,10 +37,13 @@ deps: .stamps/apt venv
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt | .stamps/apt
+# The pinned tools, then the worker (account_worker) and the suites' helpers (support), editable,
+# for the tests and bench/ to import (their dependencies are among the pins).
+$(VENV)/.installed: requirements.txt worker/pyproject.toml tests/support/pyproject.toml | .stamps/apt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e worker -e tests/support
 	$(BIN)/ansible-galaxy collection install -r requirements.yml
 	touch $@
 
@@ -93,14 +96,17 @@ lint-fast: deps
 
 lint: lint-fast
 	$(BIN)/ansible-lint --profile production
+	scripts/collection-test sanity
 
 # Unit tests marked `ansible` (tests/unit/pytest.ini) start ansible-playbook: only in `make unit`.
 unit-fast: deps
 	$(BIN)/pytest -q -m "not ansible" tests/unit
+	scripts/collection-test units
 	$(BIN)/pytest -q worker/tests
 
 unit: deps
 	$(BIN)/pytest -q tests/unit
+	scripts/collection-test units
 	$(BIN)/pytest -q worker/tests
 
 # The contributors' fast loop: no containers, no Ansible run. `make test` (CI) runs lint and unit in full.

@@ -3,10 +3,15 @@ the printed table, the goals, the PNG and the JSON report."""
 
 from __future__ import annotations
 
+import argparse
 import math
+import os
 import statistics
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from support.reports import write_report
 
@@ -188,3 +193,51 @@ def plot(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+class Repeatable(Protocol):
+    def run_once(self, rep: int) -> dict[str, Result]: ...
+
+    def cleanup(self) -> None: ...
+
+
+def run_and_report(
+    bench: Repeatable,
+    args: argparse.Namespace,
+    started: float,
+    *,
+    subtitle: str,
+    median_note: str = "",
+    goal_rows: Callable[[dict[str, Result]], list[GoalRow]] | None = None,
+    footer: str = "",
+    plot_options: Mapping[str, Any] | None = None,
+) -> int:
+    """The benchmarks' shared run loop and report: `args.repeat` runs (cleanup whatever happens), each run's
+    table, their median, the goals (`goal_rows`, else the worker throughput bench's), the PNG and the JSON.
+    Exit status 0 only when every consumer of every run handled all its messages."""
+    runs: list[dict[str, Result]] = []
+    try:
+        for rep in range(args.repeat):
+            runs.append(bench.run_once(rep))
+    finally:
+        bench.cleanup()
+
+    for i, res in enumerate(runs):
+        print_table(res, f"run {i + 1}/{len(runs)}")
+    final = runs[0]
+    if len(runs) > 1:
+        final = {key: median_result([r[key] for r in runs if key in r]) for key in runs[0]}
+        print_table(final, f"median of {len(runs)} runs{median_note}")
+    rows = goal_rows(final) if goal_rows else None
+    print_goals(final, rows)
+    print(
+        f"\ntotal {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs; peak RSS = VmHWM "
+        f"(Celery: main + pool children summed){footer}"
+    )
+    if args.png and str(args.png).strip() not in ("", "."):
+        options = {"rows": rows, **(plot_options or {})}
+        plot(final, args.png, f"{subtitle}, {len(runs)} run(s), {os.cpu_count()} CPUs", **options)
+        print(f"plot: {args.png}")
+    if args.json:
+        write_json(args.json, runs, final, rows)
+    return 0 if all(r.ok for run in runs for r in run.values()) else 1

@@ -56,11 +56,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # support, shared with the live suites
 from delayed_link import DelayedLink
 from processes import Phase
 from publishing import job_messages
-from report import GoalRow, Result, median_result, plot, print_goals, print_table, write_json
+from report import GoalRow, Result, run_and_report
 from support.containers import run_in
 from worker_throughput import BENCH, ROOT, SANDBOX, Bench
 
@@ -277,41 +276,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"RTT {args.rtt_ms} ms, target {bench.host}, logs in {bench.logdir}",
         file=sys.stderr,
     )
-    runs: list[dict[str, Result]] = []
-    try:
-        for rep in range(args.repeat):
-            runs.append(bench.run_once(rep))
-    finally:
-        bench.cleanup()
-
-    for i, res in enumerate(runs):
-        print_table(res, f"run {i + 1}/{len(runs)}")
-    final = runs[0]
-    if len(runs) > 1:
-        final = {key: median_result([r[key] for r in runs if key in r]) for key in runs[0]}
-        print_table(final, f"median of {len(runs)} runs (messages = jobs, msgs/s = jobs/s)")
-    rows = ssh_goals(final, args.concurrency, args.rtt_ms)
-    print_goals(final, rows)
-    print(
-        f"\ntotal {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs; peak RSS = VmHWM "
-        "(Celery: main + pool children summed); target sshd on sandbox-account, RTT > 0 through a delaying relay"
+    return run_and_report(
+        bench,
+        args,
+        started,
+        subtitle=f"N={args.n}/{args.celery_n}/{args.sleep_n}",
+        median_note=" (messages = jobs, msgs/s = jobs/s)",
+        goal_rows=lambda final: ssh_goals(final, args.concurrency, args.rtt_ms),
+        footer="; target sshd on sandbox-account, RTT > 0 through a delaying relay",
+        plot_options={
+            "title": "SSH jobs: account worker vs Celery",
+            "highlight": tuple(k for k in args.only if k == "sleep" or k.split("@")[0] == "ssh"),
+            "rss_goal": None,
+            "unit": "jobs",
+        },
     )
-    if args.png and str(args.png).strip() not in ("", "."):
-        subtitle = f"N={args.n}/{args.celery_n}/{args.sleep_n}, {len(runs)} run(s), {os.cpu_count()} CPUs"
-        plot(
-            final,
-            args.png,
-            subtitle,
-            rows=rows,
-            title="SSH jobs: account worker vs Celery",
-            highlight=tuple(k for k in final if k == "sleep" or k.split("@")[0] == "ssh"),
-            rss_goal=None,
-            unit="jobs",
-        )
-        print(f"plot: {args.png}")
-    if args.json:
-        write_json(args.json, runs, final, rows)
-    return 0 if all(r.ok for run in runs for r in run.values()) else 1
 
 
 if __name__ == "__main__":

@@ -65,14 +65,12 @@ from urllib.parse import quote, urlsplit
 
 import psycopg
 
-sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "worker" / "src"))  # account_worker
-sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # support, shared with the live suites
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
 from delayed_link import DelayedLink
 from processes import Phase, measure
 from publishing import Broker, Message, job_messages, publish_confirmed
-from report import Result, median_result, plot, print_goals, print_table, write_json
+from report import Result, run_and_report
 from support.db import delete_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -508,30 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"logs in {bench.logdir}" + (f"; the worker also gets {passed} from the environment" if passed else ""),
         file=sys.stderr,
     )
-    runs: list[dict[str, Result]] = []
-    try:
-        for rep in range(args.repeat):
-            runs.append(bench.run_once(rep))
-    finally:
-        bench.cleanup()
-
-    for i, res in enumerate(runs):
-        print_table(res, f"run {i + 1}/{len(runs)}")
-    final = runs[0]
-    if len(runs) > 1:
-        final = {key: median_result([r[key] for r in runs if key in r]) for key in runs[0]}
-        print_table(final, f"median of {len(runs)} runs")
-    print_goals(final)
-    print(
-        f"\ntotal {time.monotonic() - started:.0f}s; {os.cpu_count()} CPUs; peak RSS = VmHWM "
-        "(Celery: main + pool children summed)"
-    )
-    if args.png and str(args.png).strip() not in ("", "."):
-        plot(final, args.png, f"N={args.n}, {len(runs)} run(s), {os.cpu_count()} CPUs")
-        print(f"plot: {args.png}")
-    if args.json:
-        write_json(args.json, runs, final)
-    return 0 if all(r.ok for run in runs for r in run.values()) else 1
+    return run_and_report(bench, args, started, subtitle=f"N={args.n}")
 
 
 if __name__ == "__main__":

@@ -10,24 +10,7 @@ import socket
 import ssl
 import sys
 
-
-def _tlv(der: bytes, at: int) -> tuple[int, int]:
-    """Start of the content and end of the DER element at `at`."""
-    length, start = der[at + 1], at + 2
-    if length & 0x80:
-        count = length & 0x7F
-        length, start = int.from_bytes(der[start : start + count], "big"), start + count
-    return start, start + length
-
-
-def serial(der: bytes) -> int:
-    """tbsCertificate's serialNumber: its first element, or its second after the version."""
-    tbs, _ = _tlv(der, 0)
-    at, _ = _tlv(der, tbs)
-    if der[at] == 0xA0:
-        at = _tlv(der, at)[1]
-    start, end = _tlv(der, at)
-    return int.from_bytes(der[start:end], "big")
+from cryptography import x509
 
 
 def main(host: str, port: str, ca_file: str, *client: str) -> int:
@@ -42,7 +25,7 @@ def main(host: str, port: str, ca_file: str, *client: str) -> int:
     if not der:
         print("no certificate presented", file=sys.stderr)
         return 1
-    print(f"{serial(der):x}")
+    print(f"{x509.load_der_x509_certificate(der).serial_number:x}")
     return 0
 
 

@@ -9,9 +9,7 @@ Cluster location and credentials from the CLUSTER_* environment (see cluster.py)
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the support package cluster.py uses
 from cluster import Cluster, publish_confirmed, take_all
 
 

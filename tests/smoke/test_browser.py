@@ -17,49 +17,21 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
+from smoke_chromium import flags as chromium_flags
 from smoke_errors import fail
 from smoke_management import Probe
 from smoke_settings import Extras, Target
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1000",
-)
-
-
-def _tlv(der: bytes, at: int) -> tuple[int, int]:
-    """Start of the content and end of the DER element at `at`."""
-    length, start = der[at + 1], at + 2
-    if length & 0x80:
-        count = length & 0x7F
-        length, start = int.from_bytes(der[start : start + count], "big"), start + count
-    return start, start + length
-
-
-def subject_public_key_info(der: bytes) -> bytes:
-    """The SubjectPublicKeyInfo of a DER certificate: the 7th element of tbsCertificate
-    (6th without the optional version)."""
-    tbs, _ = _tlv(der, 0)
-    at, _ = _tlv(der, tbs)
-    skip = 6 if der[at] == 0xA0 else 5
-    for _ in range(skip):
-        at = _tlv(der, at)[1]
-    return der[at : _tlv(der, at)[1]]
-
 
 def verified_spki_pin(target: Target) -> str:
     """The served certificate's key, after Python verified the certificate against
     SMOKE_CA_FILE and the host name: Chromium (which does not read that CA file)
-    trusts exactly this key and nothing else."""
+    trusts exactly this key and nothing else. Read with `cryptography`, which Ansible brings."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     host, port = target.management_host, target.management_port
     with (
         socket.create_connection((host, port), timeout=target.timeout) as raw,
@@ -67,7 +39,9 @@ def verified_spki_pin(target: Target) -> str:
     ):
         der = tls.getpeercert(binary_form=True)
     assert der, f"{host}:{port} presented no certificate"
-    return base64.b64encode(hashlib.sha256(subject_public_key_info(der)).digest()).decode()
+    key = x509.load_der_x509_certificate(der).public_key()
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 @pytest.fixture
@@ -86,7 +60,7 @@ def browser(extras: Extras, target: Target, monkeypatch: pytest.MonkeyPatch) -> 
     with tempfile.TemporaryDirectory(prefix="smoke-chromium-", ignore_cleanup_errors=True) as profile:
         options = webdriver.ChromeOptions()
         options.binary_location = extras.chromium
-        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+        flags = chromium_flags(profile)
         if target.management_tls:
             try:
                 flags.append(f"--ignore-certificate-errors-spki-list={verified_spki_pin(target)}")

@@ -1,6 +1,7 @@
 """Helpers shared by the live suites (tests/worker_faults, tests/cluster) and bench/.
 
-Importable as `support` (each suite's pytest.ini puts tests/ on the path; the
-benchmark adds it itself). tests/smoke never imports it: that suite runs against
-any broker with nothing but its own dependencies.
+Importable as `support`: `make venv` installs it into the repository's virtualenv
+(editable, tests/support/pyproject.toml), so neither the suites nor bench/ touch sys.path.
+tests/smoke never imports it: that suite runs against any broker with nothing but
+its own dependencies.
 """

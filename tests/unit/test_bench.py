@@ -3,6 +3,7 @@ consumers, confirm bookkeeping, the jobs it publishes, the report and the CLI.""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
@@ -12,7 +13,7 @@ import latency
 import worker_throughput
 from publishing import ACCOUNTS, Confirms, job_messages
 from raw_consumer import Acker, Marks
-from report import Result, goals, median_result, table_lines, write_json
+from report import Result, goals, median_result, run_and_report, table_lines, write_json
 
 
 def _acker(every: int) -> tuple[Acker, list[tuple[int, bool]], list[int]]:
@@ -198,3 +199,57 @@ def test_latency_percentiles_are_nearest_rank() -> None:
     assert latency.percentile(values, 0.99) == 99.0
     assert latency.percentile(values, 1.0) == 100.0
     assert latency.percentile([7.0], 0.99) == 7.0
+
+
+class _FakeBench:
+    """Runs that return prepared results (or raise), and whether cleanup ran."""
+
+    def __init__(self, runs: list[dict[str, Result] | Exception]) -> None:
+        self.runs, self.cleaned = runs, False
+
+    def run_once(self, rep: int) -> dict[str, Result]:
+        run = self.runs[rep]
+        if isinstance(run, Exception):
+            raise run
+        return run
+
+    def cleanup(self) -> None:
+        self.cleaned = True
+
+
+def _args(tmp_path, repeat: int) -> argparse.Namespace:
+    return argparse.Namespace(repeat=repeat, png=None, json=tmp_path / "bench.json")
+
+
+def test_run_and_report_prints_each_run_and_the_median_and_reports_the_goals(tmp_path, capsys) -> None:
+    runs = [{"raw": _result("raw", s), "worker": _result("worker", 2 * s)} for s in (1.0, 2.0, 4.0)]
+    bench = _FakeBench(list(runs))
+    rc = run_and_report(bench, _args(tmp_path, 3), 0.0, subtitle="N=10000", median_note=" (jobs)")
+    out = capsys.readouterr().out
+    assert rc == 0 and bench.cleaned
+    assert [line for line in out.splitlines() if line.startswith("run ")] == ["run 1/3", "run 2/3", "run 3/3"]
+    assert "median of 3 runs (jobs)" in out
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert len(data["runs"]) == 3
+    assert data["goals"][0]["name"] == "b/a"  # the worker bench's goals when none are given
+    assert math.isclose(data["goals"][0]["value"], 0.5)
+
+
+def test_run_and_report_uses_the_given_goal_rows_and_fails_on_an_incomplete_run(tmp_path, capsys) -> None:
+    short = _result("worker", 1.0)
+    short.done = 10
+    bench = _FakeBench([{"worker": short}])
+    rows = [("a jobs/s", 9.0, ">= 100", False)]
+    rc = run_and_report(bench, _args(tmp_path, 1), 0.0, subtitle="N=1", goal_rows=lambda final: rows)
+    assert rc == 1
+    assert "a jobs/s" in capsys.readouterr().out
+    assert json.loads((tmp_path / "bench.json").read_text())["goals"] == [
+        {"name": "a jobs/s", "value": 9.0, "goal": ">= 100", "met": False}
+    ]
+
+
+def test_run_and_report_cleans_up_when_a_run_fails(tmp_path) -> None:
+    bench = _FakeBench([RuntimeError("broker gone")])
+    with pytest.raises(RuntimeError, match="broker gone"):
+        run_and_report(bench, _args(tmp_path, 1), 0.0, subtitle="N=1")
+    assert bench.cleaned

@@ -37,3 +37,24 @@ def test_example_inventory_groups() -> None:
     for group in ("@brokers", "@rabbitmq_cluster", "@workers"):
         assert group in result.stdout
     assert "@databases" not in result.stdout, "production brings its own database"
+
+
+def test_the_strategy_leaves_the_cpus_to_the_kernel(tmp_path: Path) -> None:
+    """ansible.cfg's Mitogen strategy must not pin what a playbook starts: with Mitogen's own CPU policy, on
+    a controller with two or three CPUs, every command (and the containers `molecule create` and
+    playbooks/sandbox.yml start) ran confined to one CPU."""
+    (tmp_path / "empty.yml").write_text("{}\n")  # the controller as the implicit localhost, as the bundle uses it
+    playbook = tmp_path / "affinity.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.command: grep Cpus_allowed_list /proc/self/status\n"
+        "      changed_when: false\n      register: status\n"
+        '    - ansible.builtin.debug:\n        msg: "CPUS={{ status.stdout.split() | last }}."\n'
+    )
+    result = ansible("ansible-playbook", "-i", str(tmp_path / "empty.yml"), str(playbook))
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = Path("/proc/self/status").read_text().splitlines()
+    mine = next(line for line in status if line.startswith("Cpus_allowed_list"))
+    assert f"CPUS={mine.split()[-1]}." in result.stdout, (
+        f"the task's CPUs differ from the controller's ({mine}):\n{result.stdout}"
+    )

@@ -12,19 +12,31 @@ description:
   - Each file is written atomically (temporary file in the same directory, then renamed), and only when
     its content, owner, group or mode differs. The parent directory must exist.
     One module call instead of one task per variable.
-  - Values are secrets (URLs with passwords): they are never returned or logged, only variable names.
+  - "Values are secrets (URLs with passwords): they are never returned or logged, only variable names."
 options:
   path: {type: path, required: true, description: The envdir.}
   variables:
     type: dict
     required: true
-    no_log: true
     description: Variable name to value. A value must be one line; an empty value unsets the variable.
   owner: {type: str, default: root, description: Owner of the directory and files.}
   group: {type: str, required: true, description: Group of the directory and files.}
   dir_mode: {type: str, default: "0750", description: Mode of the directory.}
   file_mode: {type: str, default: "0640", description: Mode of each file.}
-author: bundle maintainers
+author: Bundle maintainers (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Write the worker's environment (one file per variable, readable by its group)
+  bundle.ops.envdir:
+    path: /etc/account-worker/env
+    variables:
+      WORKER_AMQP_URL: "amqps://worker:{{ worker_amqp_password }}@mq1.example.net:5671/app"
+      WORKER_QUEUE: jobs
+    owner: root
+    group: account-worker
+  register: worker_env
+  no_log: true
 """
 
 RETURN = r"""

@@ -15,7 +15,7 @@ description:
 options:
   api_url: {type: str, default: "http://127.0.0.1:15672", description: Management API base URL.}
   login_user: {type: str, required: true, description: Administrator user.}
-  login_password: {type: str, required: true, no_log: true, description: Its password.}
+  login_password: {type: str, required: true, description: Its password.}
   vhosts: {type: list, elements: str, default: [], description: Virtual hosts that must exist.}
   users:
     type: list
@@ -24,7 +24,7 @@ options:
     description: Users, converged with their tags and per-vhost permissions.
     suboptions:
       name: {type: str, required: true, description: User name.}
-      password: {type: str, required: true, no_log: true, description: Password; the only secret, masked everywhere.}
+      password: {type: str, required: true, description: "Password; the only secret, masked everywhere."}
       tags: {type: list, elements: str, default: [], description: Tags such as administrator or monitoring.}
       permissions:
         type: list
@@ -61,7 +61,33 @@ options:
       - "Operator policies (name, vhost, pattern, definition, priority, apply_to): limits that an application's
         own policy or queue arguments cannot exceed (the lower value wins)."
   timeout: {type: int, default: 30, description: Seconds per HTTP call.}
-author: bundle maintainers
+author: Bundle maintainers (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Converge the application's vhost and user, and remove guest
+  bundle.ops.rabbitmq_definitions:
+    api_url: http://127.0.0.1:15672
+    login_user: admin
+    login_password: "{{ rabbitmq_admin_password }}"
+    vhosts: [app]
+    users:
+      - name: app
+        password: "{{ rabbitmq_app_password }}"
+        tags: []
+        permissions:
+          - {vhost: app, configure_priv: ".*", write_priv: ".*", read_priv: ".*"}
+    absent_users: [guest]
+
+- name: Converge a quorum queue with its dead-letter policy
+  bundle.ops.rabbitmq_definitions:
+    api_url: http://127.0.0.1:15672
+    login_user: admin
+    login_password: "{{ rabbitmq_admin_password }}"
+    queues:
+      - {vhost: app, name: jobs}
+    policies:
+      - {vhost: app, name: jobs, pattern: "^jobs$", definition: {delivery-limit: 50, dead-letter-exchange: jobs.dlx}}
 """
 
 RETURN = r"""

@@ -67,7 +67,6 @@ options:
     description: Its password.
     type: str
     default: ""
-    no_log: true
   remove_guest:
     description: Whether C(guest) must be absent.
     type: bool
@@ -100,7 +99,7 @@ options:
     description: Seconds per CLI or HTTP call.
     type: int
     default: 30
-author: bundle maintainers
+author: Bundle maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""
@@ -134,7 +133,10 @@ from urllib.parse import quote
 
 from ansible.module_utils.basic import AnsibleModule
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+OK = "ok"
+WARN = "warn"
+FAIL = "fail"
+SKIP = "skip"
 _TIMESPAN_UNITS = {
     "us": 1e-6, "usec": 1e-6, "ms": 1e-3, "msec": 1e-3, "s": 1, "sec": 1, "second": 1, "seconds": 1,
     "m": 60, "min": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600,

@@ -28,7 +28,25 @@ options:
   extra_pattern:
     type: str
     description: Regex; linked services matching it that are not in services are returned in C(extra).
-author: bundle maintainers
+author: Bundle maintainers (!UNKNOWN)
+"""
+
+EXAMPLES = r"""
+- name: Supervise two worker instances, each with its svlogd log service
+  bundle.ops.runit_services:
+    services:
+      - name: account-worker-1
+        run: "#!/bin/sh\nexec chpst -u worker -e /etc/worker/env /opt/worker/bin/account-worker\n"
+        log_run: "#!/bin/sh\nexec chpst -u workerlog svlogd -tt /var/log/account-worker-1\n"
+        log_config: "s10485760\nn10\n"
+      - name: account-worker-2
+        run: "#!/bin/sh\nexec chpst -u worker -e /etc/worker/env /opt/worker/bin/account-worker\n"
+        log_run: "#!/bin/sh\nexec chpst -u workerlog svlogd -tt /var/log/account-worker-2\n"
+        log_config: "s10485760\nn10\n"
+    log_owner: workerlog
+    log_group: workerlog
+    extra_pattern: "^account-worker-[0-9]+$"
+  register: worker_runit
 """
 
 RETURN = r"""

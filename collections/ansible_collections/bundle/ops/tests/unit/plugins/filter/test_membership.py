@@ -5,20 +5,12 @@ refuses), which queues grow onto a new node, when a new member has caught up. Li
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "rabbitmq_membership", ROOT / "collections/ansible_collections/bundle/ops/plugins/filter/rabbitmq_membership.py"
-)
-assert _spec and _spec.loader
-m = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(m)
+from ansible_collections.bundle.ops.plugins.filter import rabbitmq_membership as m
 
 A, B, C, D = (f"rabbit@mq{i}" for i in range(1, 5))
 

@@ -4,33 +4,17 @@ directory (no runit needed)."""
 from __future__ import annotations
 
 import grp
-import importlib.util
 import os
 import pwd
 import stat
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-PLUGINS = Path(__file__).resolve().parents[2] / "collections/ansible_collections/bundle/ops/plugins"
+from ansible_collections.bundle.ops.plugins.module_utils import managed_files as files
+from ansible_collections.bundle.ops.plugins.modules import envdir
+from ansible_collections.bundle.ops.plugins.modules import runit_services as runit
 
-
-def load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up; the modules import the helpers
-    spec.loader.exec_module(module)
-    return module
-
-
-# What Ansible does with a collection's module_utils: importable under ansible_collections.
-files = load(
-    "ansible_collections.bundle.ops.plugins.module_utils.managed_files", PLUGINS / "module_utils/managed_files.py"
-)
-envdir = load("envdir", PLUGINS / "modules/envdir.py")
-runit = load("runit_services", PLUGINS / "modules/runit_services.py")
 UID, GID = os.getuid(), os.getgid()
 USER, GROUP = pwd.getpwuid(UID).pw_name, grp.getgrgid(GID).gr_name
 

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
-from pathlib import Path
 
 import pytest
 
-MODULE = (
-    Path(__file__).resolve().parents[2]
-    / "collections/ansible_collections/bundle/ops/plugins/modules/rabbitmq_definitions.py"
-)
-spec = importlib.util.spec_from_file_location("rabbitmq_definitions", MODULE)
-defs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(defs)
+from ansible_collections.bundle.ops.plugins.modules import rabbitmq_definitions as defs
 
 
 def rabbit_hash(password: str, salt: bytes = b"\x01\x02\x03\x04", algo=hashlib.sha256) -> str:

@@ -4,17 +4,7 @@ must be a dictionary"; seen in the default scenario's backup-and-restore test on
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "rabbitmq_definitions_file",
-    ROOT / "collections/ansible_collections/bundle/ops/plugins/filter/rabbitmq_definitions_file.py",
-)
-assert _spec and _spec.loader
-f = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(f)
+from ansible_collections.bundle.ops.plugins.filter import rabbitmq_definitions_file as f
 
 EXPORT = {
     "vhosts": [{"name": "app"}],

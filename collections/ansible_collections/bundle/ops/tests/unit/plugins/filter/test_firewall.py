@@ -3,18 +3,9 @@ SSH_CLIENT or from the controller's route to the host)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "firewall_filter", ROOT / "collections/ansible_collections/bundle/ops/plugins/filter/firewall.py"
-)
-assert _spec and _spec.loader
-firewall = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(firewall)
+from ansible_collections.bundle.ops.plugins.filter import firewall
 
 
 @pytest.mark.parametrize(

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-PLUGINS = Path(__file__).resolve().parents[2] / "collections/ansible_collections/bundle/ops/plugins"
+from ansible_collections.bundle.ops.plugins.filter import doctor as filters
+from ansible_collections.bundle.ops.plugins.modules import rabbitmq_doctor as doctor
 
-
-def load(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-doctor = load("rabbitmq_doctor", PLUGINS / "modules/rabbitmq_doctor.py")
-filters = load("doctor_filters", PLUGINS / "filter/doctor.py")
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC).timestamp()
 HOUR, DAY = 3600, 86400
 NEEDS = [

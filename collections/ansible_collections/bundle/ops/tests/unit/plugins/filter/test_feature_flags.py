@@ -1,24 +1,17 @@
 """Which feature flags the rabbitmq role enables: stable ones by name, never khepri_db unless the inventory
-chose Khepri. Inputs are real list_feature_flags output (tests/unit/data/feature_flags/README.md)."""
+chose Khepri. Inputs are real list_feature_flags output (data/feature_flags/README.md beside this file)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
-ROOT = Path(__file__).resolve().parents[2]
+from ansible_collections.bundle.ops.plugins.filter import rabbitmq_feature_flags as ff
+
 DATA = Path(__file__).parent / "data/feature_flags"
-_spec = importlib.util.spec_from_file_location(
-    "rabbitmq_feature_flags",
-    ROOT / "collections/ansible_collections/bundle/ops/plugins/filter/rabbitmq_feature_flags.py",
-)
-assert _spec and _spec.loader
-ff = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ff)
 
 
 def sample(name: str, disabled: tuple[str, ...] = ()) -> list[dict]:

@@ -1,0 +1,29 @@
+"""Ansible's linear strategy run through Mitogen for Ansible (PyPI `mitogen`, pinned in requirements.txt).
+
+Mitogen keeps one Python interpreter per host (over the same SSH connection) and runs every task's module
+in it, instead of copying and starting a new Python for each module. ansible.cfg and Molecule's base config
+select this strategy; `ANSIBLE_STRATEGY=linear` runs a playbook without it.
+
+Mitogen ships its strategies inside its package; this file makes the installed one findable through
+ansible.cfg's relative `strategy_plugins`, whatever the virtualenv's path.
+
+It also turns Mitogen's CPU pinning off. Mitogen pins its connection multiplexer to the first CPU and
+the playbook's own process and its workers to the others, and every process they start inherits that
+mask. On a controller with fewer than four CPUs this leaves exactly one CPU for everything but the
+multiplexer: on this project's two-core test machine, `molecule create` and `playbooks/sandbox.yml`
+started the containers (RabbitMQ, PostgreSQL and the workers inside them) and every pytest suite a
+verify runs pinned to one core (`taskset -p` showed mask 0x2), so every scenario ran on half the machine.
+The no-op policy leaves scheduling to the kernel, as Ansible's own strategies do.
+"""
+
+import ansible_mitogen.affinity
+import ansible_mitogen.loaders  # before .strategy: it checks the ansible-core version Mitogen supports
+import ansible_mitogen.strategy
+
+ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()
+
+_Linear = ansible_mitogen.loaders.strategy_loader.get("linear", class_only=True)
+
+
+class StrategyModule(ansible_mitogen.strategy.StrategyMixin, _Linear):  # type: ignore[misc,valid-type]
+    """The linear strategy with Mitogen's connection handling."""
