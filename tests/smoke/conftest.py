@@ -64,6 +64,10 @@ from smoke_settings import (
 
 T = TypeVar("T")
 NOTES = pytest.StashKey[list[str]]()
+# The suite's own bad-input tests, which start this suite in a subprocess: collected only when a path
+# inside it is named (`pytest tests/smoke tests/smoke/selftest`), never by `pytest tests/smoke` alone,
+# so the suite users run stays the suite and the subprocess does not start itself again.
+SELFTEST = Path(__file__).resolve().parent / "selftest"
 STOPPING = "stopping: the broker cannot be tested with these settings (see the error above)"
 
 
@@ -83,6 +87,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--browser", action="store_true", help="also drive the management UI in headless Chromium (env SMOKE_BROWSER=1)"
     )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.resolve() != SELFTEST:
+        return None
+    named = (Path(arg.split("::")[0]).resolve() for arg in config.args)
+    return None if any(path.is_relative_to(SELFTEST) for path in named) else True
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,5 +1,5 @@
 """Debian's headless Chromium as Selenium starts it here: the management UI test (`test_browser.py`) and
-the monitoring suite's screenshots (`tests/monitoring/browser.py`) pass the same flags."""
+the monitoring suite's screenshots (`tests/worker_monitoring/browser.py`) pass the same flags."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the live suites (tests/worker_faults, tests/cluster) and bench/.
+"""Helpers shared by the live suites (tests/worker_faults, tests/production_cluster) and bench/.
 
 Importable as `support`: `make venv` installs it into the repository's virtualenv
 (editable, tests/support/pyproject.toml), so neither the suites nor bench/ touch sys.path.

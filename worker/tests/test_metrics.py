@@ -95,7 +95,7 @@ def test_every_dead_letter_reason_the_worker_gives_has_its_class(error, label):
     assert reason_label(decision.kind) == label
 
 
-# The label values the monitoring rules, dashboards and live tests know (roles/monitoring, tests/monitoring).
+# The label values the monitoring rules, dashboards and live tests know (roles/monitoring, tests/worker_monitoring).
 EXPORTED_LABELS = {
     DeadLetterKind.INVALID_MESSAGE: "invalid_message",
     DeadLetterKind.UNKNOWN_ACCOUNT: "unknown_account",

@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SANDBOX = REPO / ".sandbox"
 AMQP_PORT, MANAGEMENT_PORT = 5672, 15672
 HANG_GUARD = 30  # seconds: a hang guard, not a benchmark

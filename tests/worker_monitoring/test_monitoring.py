@@ -11,10 +11,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import browser
 import pika
 import pytest
 
+import browser
 from monitoring import Monitoring
 from support.containers import run_in
 from support.jobs import JobPublisher, drain_dead_letters
