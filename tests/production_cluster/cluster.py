@@ -1,4 +1,5 @@
-"""Helpers of the cluster tests (and messages.py): where the nodes are, AMQP and HTTP clients, node control."""
+"""Helpers of the cluster tests (and messages.py): where the nodes are, AMQP and HTTP clients, node control.
+The CLUSTER_* environment (molecule/resources/cluster_chaos.yml) is read here and nowhere else."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import requests
 
 from support.containers import kill_service, run_in, start_service
 from support.jobs import publish_job
+from support.playbooks import run_playbook
 
 APIKEY = os.environ.get("CLUSTER_APIKEY") or "cluster"  # the workers' WORKER_APIKEY, when they check one
 WORKER = os.environ.get("CLUSTER_WORKER_NAME") or "account-worker"  # the inventory's worker_name
@@ -34,6 +36,10 @@ class Cluster:
     admin_password: str
     vhost: str
     ca_file: str = ""  # set: the nodes are reached over amqps:// and https://, verified with this CA
+    name: str = ""  # the cluster_name every node reports
+    database_url: str = ""  # the jobs' database as the controller reaches it
+    inventory: str = ""  # the inventory the bundle's playbooks run against (the membership tests)
+    ansible_playbook: str = "ansible-playbook"
 
     @classmethod
     def from_env(cls) -> Cluster:
@@ -46,7 +52,19 @@ class Cluster:
             admin_password=os.environ.get("CLUSTER_ADMIN_PASSWORD", ""),
             vhost=os.environ["CLUSTER_VHOST"],
             ca_file=os.environ.get("CLUSTER_CA_FILE", "").strip(),
+            name=os.environ.get("CLUSTER_NAME", ""),
+            database_url=os.environ.get("CLUSTER_DATABASE_URL", ""),
+            inventory=os.environ.get("CLUSTER_INVENTORY", ""),
+            ansible_playbook=os.environ.get("CLUSTER_ANSIBLE_PLAYBOOK") or "ansible-playbook",
         )
+
+    def playbook(self, name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        """Run playbooks/<name> against the cluster's inventory; the run and how long it took."""
+        if not self.inventory:
+            raise RuntimeError("CLUSTER_INVENTORY not set (run through molecule/resources/cluster_chaos.yml)")
+        started = time.monotonic()
+        run = run_playbook(self.ansible_playbook, self.inventory, f"playbooks/{name}", *args)
+        return run, time.monotonic() - started
 
     def url(self, node: str) -> str:
         port = self.amqp_ports[self.nodes.index(node)]

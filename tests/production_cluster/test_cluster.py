@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import threading
@@ -41,7 +40,7 @@ def test_three_running_disk_nodes_one_name_same_versions(cluster: Cluster) -> No
         expected = {f"rabbit@{n}" for n in cluster.nodes}
         assert set(status["disk_nodes"]) == expected
         assert set(status["running_nodes"]) == expected
-        assert status["cluster_name"] == os.environ["CLUSTER_NAME"]
+        assert status["cluster_name"] == cluster.name
         versions = status["versions"]
         assert len({v["rabbitmq_version"] for v in versions.values()}) == 1
         assert len({v["erlang_version"] for v in versions.values()}) == 1
@@ -111,7 +110,7 @@ def test_losing_a_node_under_load_loses_no_confirmed_message(cluster: Cluster, r
 
 
 def test_worker_keeps_processing_through_the_loss_of_its_node(cluster: Cluster, report) -> None:
-    database_url = os.environ["CLUSTER_DATABASE_URL"]
+    database_url = cluster.database_url
     deadline = time.monotonic() + 60
     node = None
     while node is None and time.monotonic() < deadline:
@@ -158,7 +157,7 @@ def test_a_broker_certificate_from_another_ca_is_refused_and_no_job_is_lost(clus
     (the worker reads its CA file on every attempt: same process, no restart)."""
     if not cluster.ca_file:
         pytest.skip("the brokers of this release serve plain AMQP")
-    hosts, database_url = worker_hosts(), os.environ["CLUSTER_DATABASE_URL"]
+    hosts, database_url = worker_hosts(), cluster.database_url
     assert hosts, "CLUSTER_WORKER_HOSTS names no worker host"
     host = hosts[0]  # the probe runs here; every host's deployed instances are stopped
     other_key, other_ca = tmp_path / "other-ca.key", tmp_path / "other-ca.crt"

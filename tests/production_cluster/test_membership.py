@@ -5,13 +5,9 @@ no confirmed job lost, a re-run changes nothing, and the node is added back with
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
 from urllib.parse import quote
-
-import pytest
 
 from cluster import (
     Cluster,
@@ -22,19 +18,9 @@ from cluster import (
     worker_processes,
 )
 from support.db import wait_recorded
-from support.playbooks import recap, run_playbook
+from support.playbooks import recap
 
 CRITICAL = "bundle-membership-critical"
-
-
-def playbook(name: str, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run playbooks/<name> against the cluster's inventory; the run and how long it took."""
-    inventory = os.environ.get("CLUSTER_INVENTORY", "")
-    if not inventory:
-        pytest.fail("CLUSTER_INVENTORY not set (run through molecule/resources/cluster_chaos.yml)", pytrace=False)
-    started = time.monotonic()
-    run = run_playbook(os.environ.get("CLUSTER_ANSIBLE_PLAYBOOK", ""), inventory, f"playbooks/{name}", *args)
-    return run, time.monotonic() - started
 
 
 def quorum_members(cluster: Cluster, node: str) -> dict[str, list[str]]:
@@ -45,7 +31,7 @@ def quorum_members(cluster: Cluster, node: str) -> dict[str, list[str]]:
 
 def test_removal_is_refused_below_the_minimum_size_and_while_the_node_is_quorum_critical(cluster: Cluster) -> None:
     leaving = cluster.nodes[-1]
-    run, _ = playbook("cluster-remove-node.yml", "-e", f"cluster_node={leaving}")
+    run, _ = cluster.playbook("cluster-remove-node.yml", "-e", f"cluster_node={leaving}")
     assert run.returncode != 0 and "cluster_min_size" in run.stdout + run.stderr, run.stdout[-3000:] + run.stderr
     # A quorum queue whose only member is on the leaving node: it would be gone with it.
     conn = cluster.connect(leaving, "bundle-membership-test")
@@ -54,7 +40,9 @@ def test_removal_is_refused_below_the_minimum_size_and_while_the_node_is_quorum_
         ch.queue_declare(CRITICAL, durable=True, arguments={"x-queue-type": "quorum",
                          "x-quorum-initial-group-size": 1, "x-queue-leader-locator": "client-local"})  # fmt: skip
         assert quorum_members(cluster, leaving)[CRITICAL] == [f"rabbit@{leaving}"]
-        run, _ = playbook("cluster-remove-node.yml", "-e", f"cluster_node={leaving}", "-e", "cluster_min_size=2")
+        run, _ = cluster.playbook(
+            "cluster-remove-node.yml", "-e", f"cluster_node={leaving}", "-e", "cluster_min_size=2"
+        )
         said = run.stdout + run.stderr
         assert run.returncode != 0 and "quorum-critical" in said and CRITICAL in said, said[-3000:]
         ch.queue_delete(CRITICAL)
@@ -64,7 +52,7 @@ def test_removal_is_refused_below_the_minimum_size_and_while_the_node_is_quorum_
 
 
 def test_a_node_leaves_under_load_and_comes_back_with_the_queues_grown_onto_it(cluster: Cluster, report) -> None:
-    database_url = os.environ["CLUSTER_DATABASE_URL"]
+    database_url = cluster.database_url
     leaving, staying = cluster.nodes[-1], cluster.nodes[0]
     name = f"rabbit@{leaving}"
     prefix = f"membership-{uuid.uuid4().hex[:8]}-"
@@ -73,7 +61,7 @@ def test_a_node_leaves_under_load_and_comes_back_with_the_queues_grown_onto_it(c
     publisher.start()
     try:
         time.sleep(3)
-        removed, remove_s = playbook(
+        removed, remove_s = cluster.playbook(
             "cluster-remove-node.yml", "-e", f"cluster_node={leaving}", "-e", "cluster_min_size=2"
         )
         assert removed.returncode == 0, removed.stdout[-4000:] + removed.stderr
@@ -83,12 +71,14 @@ def test_a_node_leaves_under_load_and_comes_back_with_the_queues_grown_onto_it(c
         assert after_removal and all(
             name not in m and len(m) == len(cluster.nodes) - 1 for m in after_removal.values()
         ), after_removal
-        again, _ = playbook("cluster-remove-node.yml", "-e", f"cluster_node={leaving}", "-e", "cluster_min_size=2")
+        again, _ = cluster.playbook(
+            "cluster-remove-node.yml", "-e", f"cluster_node={leaving}", "-e", "cluster_min_size=2"
+        )
         assert again.returncode == 0 and all(c["changed"] == 0 for c in recap(again.stdout).values()), again.stdout[
             -3000:
         ]
 
-        added, add_s = playbook("cluster-add-node.yml", "-e", f"cluster_node={leaving}")
+        added, add_s = cluster.playbook("cluster-add-node.yml", "-e", f"cluster_node={leaving}")
         assert added.returncode == 0, added.stdout[-4000:] + added.stderr
         assert wait_running_nodes(staying, len(cluster.nodes), deadline_s=60) == len(cluster.nodes)
         after_adding = quorum_members(cluster, staying)

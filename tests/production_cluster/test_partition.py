@@ -6,7 +6,6 @@ and no worker instance exits (each reconnects inside its process)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
@@ -87,7 +86,7 @@ def where_missing_jobs_are(cluster: Cluster, node: str, database_url: str, prefi
 
 
 def test_a_node_cut_off_pauses_rejoins_by_itself_and_no_confirmed_job_is_lost(cluster: Cluster, report) -> None:
-    database_url = os.environ["CLUSTER_DATABASE_URL"]
+    database_url = cluster.database_url
     cut = worker_node(cluster) or cluster.nodes[-1]  # the node a worker uses: it must move
     majority = [n for n in cluster.nodes if n != cut]
     conf = run_in(cut, "cat", "/etc/rabbitmq/rabbitmq.conf").stdout
