@@ -16,7 +16,7 @@ IMAGES      := 12:bookworm 13:trixie
 LANES       ?= production|default worker migrate
 SCENARIOS   ?=
 
-.PHONY: help deps venv images site sandbox sandbox-destroy smoke doctor lint lint-fast unit unit-fast check test molecule bench bench-ssh clean
+.PHONY: help deps venv images site sandbox sandbox-destroy smoke doctor lint lint-fast unit unit-py unit-fast check test molecule bench bench-ssh clean
 
 help:
 	@echo "make site             create the local sandbox and provision it (site.yml)"
@@ -106,9 +106,13 @@ unit-fast: deps
 	scripts/collection-test units
 	$(BIN)/pytest -q worker/tests
 
-unit: deps
-	$(BIN)/pytest -q tests/unit
+unit: unit-py
 	scripts/collection-test units
+
+# The unit tests pytest runs (no ansible-test, which `make lint` also uses: two at once would share its
+# output tree).
+unit-py: deps
+	$(BIN)/pytest -q tests/unit
 	$(BIN)/pytest -q worker/tests
 
 # The contributors' fast loop: no containers, no Ansible run. `make test` (CI) runs lint and unit in full.
@@ -121,13 +125,16 @@ else
 	@IFS='|' read -ra lanes <<< "$(LANES)"; scripts/molecule-lanes "$${lanes[@]}"
 endif
 
-# The base images (debootstrap: downloads and disk) are built while lint and unit use the cores; the
-# images' output goes to reports/images.log, printed when a build fails.
+# Lint and the pytest unit tests side by side (each runs one process at a time: one after the other
+# left a core idle for four minutes), each target's output printed whole when it ends; the base images
+# (debootstrap: downloads and disk) built meanwhile, their output in reports/images.log. Then the
+# collection's unit tests (ansible-test, after its sanity run) and every scenario.
 test: deps
 	@mkdir -p reports; $(MAKE) --no-print-directory images > reports/images.log 2>&1 & images=$$!; \
-	$(MAKE) --no-print-directory lint unit; rc=$$?; \
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint unit-py; rc=$$?; \
 	wait $$images; irc=$$?; cat reports/images.log; \
 	[ $$rc -eq 0 ] && [ $$irc -eq 0 ] || exit 1
+	scripts/collection-test units
 	$(MAKE) --no-print-directory molecule
 
 bench: sandbox
