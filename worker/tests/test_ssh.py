@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from concurrent.futures import Future
 from typing import ClassVar
 
 import paramiko
@@ -16,7 +17,16 @@ from account_worker.decisions import DeadLetter, Retry, decide
 from account_worker.errors import InvalidMessage, PermanentJobError, TransientJobError
 from account_worker.messages import Job
 from account_worker.ssh import SshAction, classify, exit_outcome
-from account_worker.ssh_pool import RunTimeout, SshPool, UnpinnedHostKey, _Bounded, bounded_text, host_and_port
+from account_worker.ssh_pool import (
+    SSHD_MAX_SESSIONS,
+    RunTimeout,
+    SshPool,
+    UnpinnedHostKey,
+    _Bounded,
+    bounded_text,
+    host_and_port,
+    spare_sessions,
+)
 from fakes import ssh_settings
 
 COMMANDS = parse_allow_list(json.dumps({"check": {"argv": ["check"], "retry_exit_codes": [75]}}))
@@ -87,6 +97,10 @@ def test_output_is_bounded_and_says_so():
 class FakeChannel:
     def __init__(self, transport):
         self.transport = transport
+        self.active = True
+
+    def get_transport(self):
+        return self.transport
 
     def exec_command(self, line):
         self.line = line
@@ -128,8 +142,10 @@ class FakeTransport:
         pass
 
     refused_sessions = 0
+    opened = 0
 
     def open_session(self, timeout=None):
+        self.opened += 1
         if self.refused_sessions:
             self.refused_sessions -= 1
             raise paramiko.ChannelException(2, "Connect failed")
@@ -171,11 +187,34 @@ class Clock:
         return self.now
 
 
+class Inline:
+    """Opens the spare channels at once, in the job's thread: the tests see each step in order."""
+
+    def submit(self, fn, *args, **kwargs):
+        future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # handed to the pool as a real executor would
+            future.set_exception(exc)
+        return future
+
+
 @pytest.fixture
 def pool():
+    """A pool that opens each job's channel when the job starts (no spares)."""
     FakeClient.made = []
     clock = Clock()
-    p = SshPool(SETTINGS, client_factory=FakeClient, clock=clock)
+    p = SshPool(SETTINGS, client_factory=FakeClient, clock=clock, spares=0)
+    p.clock = clock
+    return p
+
+
+@pytest.fixture
+def spared():
+    """A pool with two channels opened ahead per host, opened in order."""
+    FakeClient.made = []
+    clock = Clock()
+    p = SshPool(SETTINGS, client_factory=FakeClient, clock=clock, spares=2, opener=Inline())
     p.clock = clock
     return p
 
@@ -266,6 +305,62 @@ def test_concurrent_jobs_to_a_new_host_make_one_connection(pool):
         t.start()
     for t in threads:
         t.join()
+    assert pool.handshakes == 1
+    assert len(FakeClient.made[0].transport.commands) == 8
+
+
+def test_each_job_starts_on_a_channel_opened_while_the_one_before_ran(spared):
+    """Across a network, opening the channel is a round trip the job no longer waits for."""
+    for _ in range(3):
+        assert spared.run("a", "uptime") == (0, "", "")
+    transport = FakeClient.made[0].transport
+    assert transport.commands == ["uptime"] * 3
+    assert spared.spares_used == 2  # the first job opened its own
+    assert transport.opened == 4  # the first job's, then one ahead for each job
+
+
+def test_the_spares_stay_within_sshd_s_max_sessions():
+    """Running, closing (until sshd has our close) and spare channels together never pass MaxSessions."""
+    assert spare_sessions(4) == 2 and spare_sessions(1) == 1 and spare_sessions(5) == 0
+    for concurrency in range(1, SSHD_MAX_SESSIONS + 1):
+        spares = spare_sessions(concurrency)
+        assert 2 * concurrency + spares <= SSHD_MAX_SESSIONS or spares == 0
+
+
+def test_a_spare_closed_meanwhile_or_of_a_replaced_transport_is_not_used(spared):
+    spared.run("a", "uptime")
+    spare = spared._hosts["a"].spares[0].result()
+    spare.closed = True  # e.g. sshd's ChannelTimeout
+    assert spared.run("a", "uptime")[0] == 0
+    assert spared.spares_used == 0
+    FakeClient.made[0].transport.active = False
+    assert spared.run("a", "uptime")[0] == 0
+    assert spared.handshakes == 2 and spared.spares_used == 0
+    assert FakeClient.made[1].transport.commands == ["uptime"]
+
+
+def test_a_host_that_refuses_a_channel_gets_no_spares_again(spared):
+    """A host whose MaxSessions is below the default: the refused spare is not a failed job."""
+    spared.run("a", "uptime")
+    transport = FakeClient.made[0].transport
+    transport.refused_sessions = 1
+    assert spared.run("a", "uptime")[0] == 0  # runs on the spare; the next spare's open is refused
+    assert spared.run("a", "uptime")[0] == 0  # finds the refusal, opens its own channel
+    opened = transport.opened
+    assert spared.run("a", "uptime")[0] == 0
+    assert transport.opened == opened + 1 and spared.spares_used == 1
+    assert transport.commands == ["uptime"] * 4 and spared.handshakes == 1
+
+
+def test_concurrent_jobs_with_spares_opened_by_threads_make_one_connection():
+    FakeClient.made = []
+    pool = SshPool(SETTINGS, client_factory=FakeClient, clock=Clock(), spares=2)
+    threads = [threading.Thread(target=pool.run, args=("a", "uptime")) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pool.close()
     assert pool.handshakes == 1
     assert len(FakeClient.made[0].transport.commands) == 8
 

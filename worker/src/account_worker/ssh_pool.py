@@ -6,6 +6,11 @@ configured user with its own key, on the port the account's host names (`name:po
 `[address]:port`) or else the configured one.  A host's transport is shared by its
 jobs (one channel per job, at most `host_concurrency` at a time), closed once idle, and
 re-established when it broke.  Connect and run times and the output kept are bounded.
+
+Opening a channel costs a round trip before the command can be sent: each job starts on a
+channel opened ahead ("spare") while an earlier job ran, and opens the next one, so across
+a network a job waits one round trip instead of two.  The spares stay within OpenSSH's
+default MaxSessions (see `spare_sessions`); a host that refuses a channel gets none again.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +34,14 @@ from account_worker.logsetup import LOGGER_NAME, log_event
 
 READ_CHUNK = 32768
 POLL_SECONDS = 0.2  # longest wait between two looks at a running command's channel
+SSHD_MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels open at once on one connection
+
+
+def spare_sessions(host_concurrency: int) -> int:
+    """Channels kept open ahead per host.  sshd counts a job's channel until it has our close, about
+    half a round trip after the job ended, so at full speed it may count `host_concurrency` running,
+    as many closing, and the spares: those stay within SSHD_MAX_SESSIONS (2 with the default 4)."""
+    return max(0, min(host_concurrency, SSHD_MAX_SESSIONS - 2 * host_concurrency))
 
 
 @dataclass(frozen=True)
@@ -125,10 +139,12 @@ def bounded_text(kept: bytes, total: int) -> str:
 @dataclass
 class _Host:
     slots: threading.BoundedSemaphore
+    spare_limit: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     client: Any = None
     users: int = 0
     last_used: float = 0.0
+    spares: list[Future[Any]] = field(default_factory=list)  # channels being opened or open, oldest first
 
 
 def _no_delay(transport: Any) -> None:
@@ -151,20 +167,31 @@ class SshPool:
         client_factory: Callable[[], Any] = paramiko.SSHClient,
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
+        spares: int | None = None,
+        opener: Any = None,
     ) -> None:
+        """`spares`: channels opened ahead per host (default `spare_sessions(host_concurrency)`); `opener`
+        opens them (anything with `submit(fn, *args, **kwargs) -> Future`; default a small thread pool)."""
         self._settings = settings
         self._client_factory = client_factory
         self._clock = clock
         self._log = logger or logging.getLogger(LOGGER_NAME)
         self._hosts: dict[str, _Host] = {}
         self._lock = threading.Lock()
+        self._spares = spare_sessions(settings.host_concurrency) if spares is None else spares
+        self._opener = opener or ThreadPoolExecutor(
+            max_workers=max(1, self._spares), thread_name_prefix="ssh-spare-channels"
+        )
         self.handshakes = 0  # connections made (for logs and tests)
+        self.spares_used = 0  # jobs that started on a channel opened ahead (for tests)
 
     def _host(self, host: str) -> _Host:
         with self._lock:
             entry = self._hosts.get(host)
             if entry is None:
-                entry = self._hosts[host] = _Host(threading.BoundedSemaphore(self._settings.host_concurrency))
+                entry = self._hosts[host] = _Host(
+                    threading.BoundedSemaphore(self._settings.host_concurrency), spare_limit=self._spares
+                )
             return entry
 
     def _connect(self, host: str) -> Any:
@@ -213,6 +240,7 @@ class SshPool:
             current = entry.client.get_transport() if entry.client is not None else None
             if not self._active(entry.client) or (replace is not None and current is replace):
                 old, entry.client = entry.client, None
+                entry.spares.clear()  # channels of the old transport, closed with it
                 if old is not None:
                     old.close()
                 entry.client = self._connect(host)
@@ -225,18 +253,56 @@ class SshPool:
                 entry.users -= 1
                 entry.last_used = self._clock()
 
+    def _spare(self, entry: _Host, transport: Any) -> Any:
+        """A channel opened ahead on this transport and still open, or None."""
+        while True:
+            with entry.lock:
+                if not entry.spares:
+                    return None
+                future = entry.spares.pop(0)
+            try:
+                channel = future.result(timeout=self._settings.connect_timeout)
+            except paramiko.ChannelException:
+                self._no_more_spares(entry)
+                continue
+            except Exception:  # noqa: BLE001 - a spare that failed (or is slow) to open is only not used
+                future.add_done_callback(_close_opened)
+                continue
+            if channel.get_transport() is transport and channel.active and not channel.closed:
+                return channel
+            channel.close()
+
+    def _open_spare(self, entry: _Host, transport: Any) -> None:
+        with entry.lock:
+            if len(entry.spares) < entry.spare_limit and entry.client is not None:
+                entry.spares.append(self._opener.submit(transport.open_session, timeout=self._settings.connect_timeout))
+
+    def _no_more_spares(self, entry: _Host) -> None:
+        """The host refused a channel: it allows fewer sessions than assumed; its spares are closed."""
+        with entry.lock:
+            entry.spare_limit, spares, entry.spares = 0, entry.spares, []
+        for future in spares:
+            future.add_done_callback(_close_opened)
+
     def run(self, host: str, line: str) -> tuple[int, str, str]:
         """Run one command line on host: (exit status, stdout, stderr), output bounded."""
         self.close_idle()
-        with self._host(host).slots:
+        entry = self._host(host)
+        with entry.slots:
             failed: Any = None
             for _ in range(2):
                 with self._lease(host, replace=failed) as transport:
                     try:
-                        channel = transport.open_session(timeout=self._settings.connect_timeout)
+                        channel = self._spare(entry, transport)
+                        if channel is None:
+                            channel = transport.open_session(timeout=self._settings.connect_timeout)
+                        else:
+                            with self._lock:
+                                self.spares_used += 1
                     except paramiko.ChannelException:
                         # sshd refused this channel (e.g. more than its MaxSessions) on a working
                         # connection: the connection stays for the other jobs; this one is retried.
+                        self._no_more_spares(entry)
                         raise
                     except (paramiko.SSHException, EOFError, OSError):
                         if failed is not None:
@@ -244,6 +310,7 @@ class SshPool:
                         log_event(self._log, logging.WARNING, "ssh_reconnecting", host=host)
                         failed = transport  # a broken transport: nothing ran yet, connect anew once
                         continue
+                    self._open_spare(entry, transport)  # for the next job, while this one runs
                     return self._execute(channel, line)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -284,13 +351,23 @@ class SshPool:
                 if entry.client is not None and not entry.users and now - entry.last_used > self._settings.idle_timeout:
                     entry.client.close()
                     entry.client = None
+                    entry.spares.clear()
                     log_event(self._log, logging.INFO, "ssh_idle_closed", host=host)
 
     def close(self) -> None:
+        if isinstance(self._opener, ThreadPoolExecutor):
+            self._opener.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             entries = list(self._hosts.values())
         for entry in entries:
             with entry.lock:
+                entry.spares.clear()
                 if entry.client is not None:
                     entry.client.close()
                     entry.client = None
+
+
+def _close_opened(future: Future[Any]) -> None:
+    """Closes the channel a spare's open returned, if it returned one."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
