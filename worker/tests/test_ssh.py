@@ -214,7 +214,7 @@ def spared():
     """A pool with two channels opened ahead per host, opened in order."""
     FakeClient.made = []
     clock = Clock()
-    p = SshPool(SETTINGS, client_factory=FakeClient, clock=clock, spares=2, opener=Inline())
+    p = SshPool(SETTINGS, client_factory=FakeClient, clock=clock, spares=2, opener=Inline(), spare_after=0)
     p.clock = clock
     return p
 
@@ -319,6 +319,15 @@ def test_each_job_starts_on_a_channel_opened_while_the_one_before_ran(spared):
     assert transport.opened == 4  # the first job's, then one ahead for each job
 
 
+def test_no_channel_is_opened_ahead_for_a_host_next_door():
+    """Where a channel opens at once (loopback, a LAN) a spare would save nothing and cost a thread hand-off."""
+    FakeClient.made = []
+    pool = SshPool(SETTINGS, client_factory=FakeClient, clock=Clock(), spares=2, opener=Inline(), spare_after=1.0)
+    for _ in range(3):
+        pool.run("a", "uptime")
+    assert pool.spares_used == 0 and FakeClient.made[0].transport.opened == 3
+
+
 def test_the_spares_stay_within_sshd_s_max_sessions():
     """Running, closing (until sshd has our close) and spare channels together never pass MaxSessions."""
     assert spare_sessions(4) == 2 and spare_sessions(1) == 1 and spare_sessions(5) == 0
@@ -354,7 +363,7 @@ def test_a_host_that_refuses_a_channel_gets_no_spares_again(spared):
 
 def test_concurrent_jobs_with_spares_opened_by_threads_make_one_connection():
     FakeClient.made = []
-    pool = SshPool(SETTINGS, client_factory=FakeClient, clock=Clock(), spares=2)
+    pool = SshPool(SETTINGS, client_factory=FakeClient, clock=Clock(), spares=2, spare_after=0)
     threads = [threading.Thread(target=pool.run, args=("a", "uptime")) for _ in range(8)]
     for t in threads:
         t.start()

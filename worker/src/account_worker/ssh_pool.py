@@ -35,6 +35,9 @@ from account_worker.logsetup import LOGGER_NAME, log_event
 READ_CHUNK = 32768
 POLL_SECONDS = 0.2  # longest wait between two looks at a running command's channel
 SSHD_MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels open at once on one connection
+# Channels are opened ahead only for a host whose last channel took this long to open: across a network
+# that is a round trip saved per job; next door (a LAN, loopback) it would only cost a thread hand-off.
+SPARE_AFTER_SECONDS = 0.005
 
 
 def spare_sessions(host_concurrency: int) -> int:
@@ -145,6 +148,7 @@ class _Host:
     users: int = 0
     last_used: float = 0.0
     spares: list[Future[Any]] = field(default_factory=list)  # channels being opened or open, oldest first
+    open_seconds: float = 0.0  # how long the last channel took to open
 
 
 def _no_delay(transport: Any) -> None:
@@ -169,9 +173,11 @@ class SshPool:
         logger: logging.Logger | None = None,
         spares: int | None = None,
         opener: Any = None,
+        spare_after: float = SPARE_AFTER_SECONDS,
     ) -> None:
-        """`spares`: channels opened ahead per host (default `spare_sessions(host_concurrency)`); `opener`
-        opens them (anything with `submit(fn, *args, **kwargs) -> Future`; default a small thread pool)."""
+        """`spares`: channels opened ahead per host (default `spare_sessions(host_concurrency)`), for hosts
+        whose last channel took `spare_after` seconds or more to open; `opener` opens them (anything with
+        `submit(fn, *args, **kwargs) -> Future`; default a small thread pool)."""
         self._settings = settings
         self._client_factory = client_factory
         self._clock = clock
@@ -179,6 +185,7 @@ class SshPool:
         self._hosts: dict[str, _Host] = {}
         self._lock = threading.Lock()
         self._spares = spare_sessions(settings.host_concurrency) if spares is None else spares
+        self._spare_after = spare_after
         self._opener = opener or ThreadPoolExecutor(
             max_workers=max(1, self._spares), thread_name_prefix="ssh-spare-channels"
         )
@@ -272,10 +279,21 @@ class SshPool:
                 return channel
             channel.close()
 
+    def _open(self, entry: _Host, transport: Any) -> Any:
+        """A new channel on the transport; how long it took is remembered for the host."""
+        started = time.monotonic()
+        channel = transport.open_session(timeout=self._settings.connect_timeout)
+        entry.open_seconds = time.monotonic() - started
+        return channel
+
     def _open_spare(self, entry: _Host, transport: Any) -> None:
         with entry.lock:
-            if len(entry.spares) < entry.spare_limit and entry.client is not None:
-                entry.spares.append(self._opener.submit(transport.open_session, timeout=self._settings.connect_timeout))
+            if (
+                len(entry.spares) < entry.spare_limit
+                and entry.open_seconds >= self._spare_after
+                and entry.client is not None
+            ):
+                entry.spares.append(self._opener.submit(self._open, entry, transport))
 
     def _no_more_spares(self, entry: _Host) -> None:
         """The host refused a channel: it allows fewer sessions than assumed; its spares are closed."""
@@ -295,7 +313,7 @@ class SshPool:
                     try:
                         channel = self._spare(entry, transport)
                         if channel is None:
-                            channel = transport.open_session(timeout=self._settings.connect_timeout)
+                            channel = self._open(entry, transport)
                         else:
                             with self._lock:
                                 self.spares_used += 1
