@@ -12,6 +12,10 @@ allow-listed command there; without a payload the action is what the workers run
 
 Prints one row: jobs, p50, p90, p99, max and mean in milliseconds (the first --warmup jobs, which
 open connections and caches, are left out).  The jobs are real: the workers record them like any other.
+
+`--echo quorum` (or `classic`) measures the broker's share instead: the same loop against a consumer in
+this process that only publishes the reply and acks, on a temporary queue of that type (deleted after);
+no worker, no database.  The user needs configure permission on a `bench-echo-*` queue.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import os
 import ssl
 import statistics
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pika
@@ -42,6 +49,37 @@ def connect(url: str, ca_file: str) -> pika.BlockingConnection:
     if ca_file:
         params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=ca_file), params.host)
     return pika.BlockingConnection(params)
+
+
+@contextmanager
+def echo_consumer(args: argparse.Namespace, queue_type: str) -> Iterator[str]:
+    """A consumer that answers each message's reply_to at once, on a temporary queue; yields its name."""
+    queue = f"bench-echo-{uuid.uuid4().hex[:8]}"
+    conn = connect(args.url, args.ca_file)
+    channel = conn.channel()
+    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": queue_type})
+    channel.basic_qos(prefetch_count=10)
+    stop = threading.Event()
+
+    def on_message(ch: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        reply = pika.BasicProperties(correlation_id=properties.correlation_id)
+        ch.basic_publish("", properties.reply_to, body, reply)
+        ch.basic_ack(method.delivery_tag)
+
+    def serve() -> None:
+        while not stop.is_set():
+            conn.process_data_events(time_limit=0.1)
+
+    channel.basic_consume(queue, on_message)
+    thread = threading.Thread(target=serve, name="echo")
+    thread.start()
+    try:
+        yield queue
+    finally:
+        stop.set()
+        thread.join()
+        channel.queue_delete(queue)
+        conn.close()
 
 
 def measure(args: argparse.Namespace) -> list[float]:
@@ -88,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=os.environ.get("BENCH_AMQP_URL", ""), help="AMQP URL (BENCH_AMQP_URL)")
     parser.add_argument("--ca-file", default=os.environ.get("BENCH_CA_FILE", ""))
     parser.add_argument("--apikey", default=os.environ.get("BENCH_APIKEY", ""), help="the workers' WORKER_APIKEY")
-    parser.add_argument("--account", required=True, help="an account uuid whose host the workers reach")
+    parser.add_argument("--account", default="", help="an account uuid whose host the workers reach (not with --echo)")
     parser.add_argument("--payload", default="", help="the job's payload, JSON (the ssh action's command)")
     parser.add_argument("--exchange", default="jobs")
     parser.add_argument("--routing-key", default="jobs")
@@ -96,11 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one reply")
     parser.add_argument("--label", default="", help="the row's name (default: the payload's command or 'job')")
+    parser.add_argument("--echo", choices=("quorum", "classic"), help="the broker alone: an echo consumer's queue")
     args = parser.parse_args(argv)
     if not args.url:
         parser.error("--url (or BENCH_AMQP_URL) is required")
-    times = measure(args)
-    label = args.label or (json.loads(args.payload).get("command", "job") if args.payload else "job")
+    if not args.account and not args.echo:
+        parser.error("--account is required (an account whose host the workers reach)")
+    if args.echo:
+        with echo_consumer(args, args.echo) as queue:
+            args.exchange, args.routing_key = "", queue
+            times = measure(args)
+        label = args.label or f"echo, {args.echo} queue"
+    else:
+        times = measure(args)
+        label = args.label or (json.loads(args.payload).get("command", "job") if args.payload else "job")
     print("| jobs | p50 ms | p90 ms | p99 ms | max ms | mean ms |")
     print("|---|---:|---:|---:|---:|---:|")
     print(
