@@ -82,3 +82,9 @@ def _table(stdout: str) -> str:
 
 def failing(rows: list[dict]) -> list[tuple[str, str]]:
     return [(r["host"], r["check"]) for r in rows if r["state"] == "fail"]
+
+
+def assert_passes(deployment: Deployment, name: str) -> list[dict]:
+    rc, rows, table = deployment.doctor(name)
+    assert rc == 0 and not failing(rows), f"the doctor should pass ({name}):\n{table}"
+    return rows

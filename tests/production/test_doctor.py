@@ -10,16 +10,10 @@ from __future__ import annotations
 import subprocess
 import time
 
-from production import Deployment, failing, recap
+from production import Deployment, assert_passes, failing, recap
 from support.containers import run_in
 
 WORKER = "account-worker"
-
-
-def assert_passes(deployment: Deployment, name: str) -> list[dict]:
-    rc, rows, table = deployment.doctor(name)
-    assert rc == 0 and not failing(rows), f"the doctor should pass ({name}):\n{table}"
-    return rows
 
 
 def assert_names(deployment: Deployment, name: str, expected: set[tuple[str, str]], attempts: int = 1) -> list[dict]:

@@ -10,9 +10,9 @@ import secrets
 import shlex
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
@@ -66,6 +66,13 @@ class Target:
     @property
     def tls(self) -> bool:
         return urlsplit(self.amqp_url).scheme.lower() == "amqps"
+
+    def as_user(self, user: str, password: str) -> Target:
+        """The same broker and vhost, logged in as another user."""
+        parts = urlsplit(self.amqp_url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return replace(self, amqp_url=urlunsplit(parts._replace(netloc=f"{credentials}@{host}")))
 
     def redacted_url(self) -> str:
         parts = urlsplit(self.amqp_url)

@@ -8,9 +8,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pika
 import pika.exceptions
@@ -29,13 +27,6 @@ def _limits(management: Management, kind: str, owner: str) -> dict[str, Any]:
         if entry.get(kind) == owner:
             return dict(entry.get("value") or {})
     return {}
-
-
-def _as_user(target: Target, user: str, password: str) -> Target:
-    url = urlsplit(target.amqp_url)
-    host = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}" + (f":{url.port}" if url.port else "")
-    return replace(target, amqp_url=urlunsplit(url._replace(netloc=netloc)))
 
 
 def _put(management: Management, path: str, body: dict[str, Any]) -> None:
@@ -59,7 +50,7 @@ def test_the_user_channel_limit_refuses_the_channel_past_it(
     try:
         _put(management, f"permissions/{q(target.vhost)}/{q(user)}", {"configure": "", "write": "", "read": ""})
         _put(management, f"user-limits/{q(user)}/max-channels", {"value": TRIAL_CHANNELS})
-        connection = connect(_as_user(target, user, password), f"{amqp.name} channel-limit")
+        connection = connect(target.as_user(user, password), f"{amqp.name} channel-limit")
         try:
             opened = 0
             with pytest.raises(pika.exceptions.AMQPError) as refused:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import pika
 import pika.exceptions
@@ -234,11 +234,9 @@ def publisher_channel(
     publisher: Publisher, target: Target, run_id: str, request: pytest.FixtureRequest
 ) -> Iterator[BlockingChannel]:
     """A channel of the publisher's own AMQP connection (closed after the test)."""
-    parts = urlsplit(target.amqp_url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    credentials = f"{quote(publisher.user, safe='')}:{quote(publisher.password, safe='')}"
-    as_publisher = dataclasses.replace(target, amqp_url=urlunsplit(parts._replace(netloc=f"{credentials}@{host}")))
-    connections = Connections(as_publisher, f"{CONNECTION_PREFIX}-{run_id} {request.node.name}")
+    connections = Connections(
+        target.as_user(publisher.user, publisher.password), f"{CONNECTION_PREFIX}-{run_id} {request.node.name}"
+    )
     try:
         yield connections.open("publisher").channel()
     finally:
