@@ -127,13 +127,12 @@ def report(times: dict[str, tuple[float, float]], stamps: list[list[Any]], warmu
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=300, help="jobs timed (default 300)")
-    parser.add_argument("--warmup", type=int, default=10, help="jobs left out first (default 10)")
-    parser.add_argument("--concurrency", type=int, default=4, help="WORKER_CONCURRENCY (default 4, the ssh action's)")
-    args = parser.parse_args()
-
+def round_trips(
+    count: int, warmup: int, concurrency: int | None, *, stamped: bool
+) -> tuple[dict[str, tuple[float, float]], list[list[Any]]]:
+    """Start a worker from worker/src (stamped or not) on a temporary queue of the sandbox, time `warmup + count`
+    record-only jobs one at a time; (published, reply received) per message id, and the stamps (empty unless
+    stamped).  `concurrency` None keeps the worker's default."""
     amqp_url = amqps_url(default_amqp_url())
     database_url = default_database_url()
     require_loopback(amqp_url, "BENCH_AMQP_URL")
@@ -157,22 +156,24 @@ def main() -> int:
         "WORKER_QUEUE": run,
         "WORKER_DEAD_LETTER_EXCHANGE": cfg.dead_letter_exchange,
         "WORKER_DECLARE_TOPOLOGY": "true",
-        "WORKER_CONCURRENCY": str(args.concurrency),
         "WORKER_APIKEY": APIKEY,
     }
+    if concurrency is not None:
+        env["WORKER_CONCURRENCY"] = str(concurrency)
+    command = [sys.executable, "-c", STARTER] if stamped else [sys.executable, "-m", "account_worker"]
     conn = connect(amqp_url, ca_file)
     channel = conn.channel()
     worker_amqp.declare_topology(channel, cfg)
     log = stamps_file.with_name("worker.log")
     with log.open("w") as out:
-        worker = subprocess.Popen([sys.executable, "-c", STARTER], env=env, stdout=out, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while not channel.queue_declare(run, passive=True).method.consumer_count:
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the worker did not start consuming; its log: {log}")
             time.sleep(0.1)
-        times = run_jobs(channel, conn, run, args.count + args.warmup)
+        times = run_jobs(channel, conn, run, count + warmup)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
@@ -182,7 +183,23 @@ def main() -> int:
         conn.close()
         with psycopg.connect(database_url, autocommit=True) as db:
             delete_rows(db, run + "-")
-    report(times, json.loads(stamps_file.read_text(encoding="utf-8")), args.warmup)
+    stamps = json.loads(stamps_file.read_text(encoding="utf-8")) if stamped else []
+    return times, stamps
+
+
+def latencies(times: dict[str, tuple[float, float]], warmup: int) -> list[float]:
+    """The round trips in milliseconds, the first `warmup` left out."""
+    return [(received - published) * 1000 for published, received in list(times.values())[warmup:]]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=300, help="jobs timed (default 300)")
+    parser.add_argument("--warmup", type=int, default=10, help="jobs left out first (default 10)")
+    parser.add_argument("--concurrency", type=int, default=4, help="WORKER_CONCURRENCY (default 4, the ssh action's)")
+    args = parser.parse_args()
+    times, stamps = round_trips(args.count, args.warmup, args.concurrency, stamped=True)
+    report(times, stamps, args.warmup)
     return 0
 
 

@@ -29,6 +29,11 @@ sum over the main process and its pool children (which counts pages they share
 copy-on-write once per process).  Goals: b >= 0.6 a (b/a is the worker's own overhead
 over consuming and acking alone), b >= 10 c, b >= 3 d, worker peak RSS <= 60 MB.
 
+Then the latency row (--latency-n, default 300; 0 skips it): the worker of (b) with its defaults,
+over AMQPS as deployed, on a queue of its own; record-only jobs with reply_to one at a time, publish
+-> reply, p50/p90/p99/max after 10 of warm-up (bench/latency_trace.py's round_trips).  Goals: p50
+<= 3 ms, p99 <= 10 ms.
+
 Every queue/exchange it declares is named bench-<run>-*, every job_runs row it makes
 has a message_id starting with bench-<run>-; all are deleted afterwards, as is the
 delayed-delivery topology Celery declares for quorum queues (unless it was there before).
@@ -92,6 +97,8 @@ CONSUMERS = {
 }
 RAW_PREFETCH, RAW_ACK_EVERY = 1000, 500  # (a): ack before half the window is in flight
 RAW_EACH_PREFETCH = 100  # (a0): the worker's default prefetch
+LATENCY_WARMUP = 10  # jobs left out of the latency row (connections, caches)
+LATENCY_GOALS_MS = {"p50": 3.0, "p99": 10.0}  # issue 22: one record-only job's round trip
 CELERY_DELAYED_QUEUES = tuple(f"celery_delayed_{level}" for level in range(28))
 CELERY_EXCHANGES = (
     *CELERY_DELAYED_QUEUES,
@@ -481,6 +488,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=90.0, help="per consumer, seconds (default 90)")
     parser.add_argument("--settle", type=float, default=1.0, help="pause after publishing, seconds (default 1)")
+    parser.add_argument(
+        "--latency-n",
+        type=int,
+        default=300,
+        help="then time this many record-only jobs one at a time, publish -> reply (default 300; 0: skip)",
+    )
     parser.add_argument("--png", type=Path, default=ROOT / "reports" / "worker_throughput.png")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args(argv)
@@ -506,7 +519,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"logs in {bench.logdir}" + (f"; the worker also gets {passed} from the environment" if passed else ""),
         file=sys.stderr,
     )
-    return run_and_report(bench, args, started, subtitle=f"N={args.n}")
+    status = run_and_report(bench, args, started, subtitle=f"N={args.n}")
+    if args.latency_n > 0:
+        print_latency(args.latency_n)
+    return status
+
+
+def print_latency(count: int) -> None:
+    """The latency row: the worker (b), its defaults, over AMQPS as deployed, on a queue of its own; record-only
+    jobs with reply_to one at a time (the next published once the reply is in), as bench/latency.py does."""
+    import latency_trace  # noqa: PLC0415 - it imports this module's URL helpers
+
+    times, _ = latency_trace.round_trips(count, LATENCY_WARMUP, None, stamped=False)
+    values = latency_trace.latencies(times, LATENCY_WARMUP)
+    p50, p90, p99 = (latency_trace.percentile(values, f) for f in (0.5, 0.9, 0.99))
+    print(
+        f"\n(b) latency, record-only, publish -> reply, one at a time over AMQPS, {len(values)} jobs: "
+        f"p50 {p50:.2f} ms, p90 {p90:.2f}, p99 {p99:.2f}, max {max(values):.2f}"
+    )
+    for name, value, goal in (("p50", p50, LATENCY_GOALS_MS["p50"]), ("p99", p99, LATENCY_GOALS_MS["p99"])):
+        verdict = "met" if value <= goal else "NOT MET"
+        print(f"{'latency ' + name + ' ms':<20} {value:8.2f}   goal <= {goal:g}  {verdict}")
 
 
 if __name__ == "__main__":
