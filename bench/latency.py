@@ -82,8 +82,18 @@ def echo_consumer(args: argparse.Namespace, queue_type: str) -> Iterator[str]:
         conn.close()
 
 
-def measure(args: argparse.Namespace) -> list[float]:
-    conn = connect(args.url, args.ca_file)
+def time_jobs(
+    conn: pika.BlockingConnection,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    count: int,
+    *,
+    timeout: float,
+    id_prefix: str = "bench-latency-",
+) -> list[tuple[str, float, float]]:
+    """Publish `count` jobs one at a time with reply_to (the next once the reply is in) on `conn`;
+    (message id, published, reply received) each, times from time.perf_counter()."""
     channel = conn.channel()
     reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
     replies: dict[str, float] = {}
@@ -92,33 +102,45 @@ def measure(args: argparse.Namespace) -> list[float]:
         replies[properties.correlation_id or ""] = time.perf_counter()
 
     channel.basic_consume(reply_queue, on_reply, auto_ack=True)
+    timed: list[tuple[str, float, float]] = []
+    for i in range(count):
+        correlation_id = str(uuid.uuid4())
+        message_id = f"{id_prefix}{correlation_id}"
+        props = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            reply_to=reply_queue,
+        )
+        sent = time.perf_counter()
+        channel.basic_publish(exchange, routing_key, body, props)
+        deadline = sent + timeout
+        while correlation_id not in replies:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"no reply to job {i} within {timeout:g} s (workers running? account?)")
+            conn.process_data_events(time_limit=0.001)
+        timed.append((message_id, sent, replies.pop(correlation_id)))
+    return timed
+
+
+def measure(args: argparse.Namespace) -> list[float]:
     body: dict[str, Any] = {"apikey": args.apikey, "account_uuid": args.account}
     if args.payload:
         body["payload"] = json.loads(args.payload)
-    encoded = json.dumps(body).encode()
-    times: list[float] = []
+    conn = connect(args.url, args.ca_file)
     try:
-        for i in range(args.warmup + args.count):
-            correlation_id = str(uuid.uuid4())
-            props = pika.BasicProperties(
-                content_type="application/json",
-                delivery_mode=pika.DeliveryMode.Persistent,
-                message_id=f"bench-latency-{correlation_id}",
-                correlation_id=correlation_id,
-                reply_to=reply_queue,
-            )
-            sent = time.perf_counter()
-            channel.basic_publish(args.exchange, args.routing_key, encoded, props)
-            deadline = sent + args.timeout
-            while correlation_id not in replies:
-                if time.perf_counter() > deadline:
-                    raise SystemExit(f"no reply to job {i} within {args.timeout:g} s (workers running? account?)")
-                conn.process_data_events(time_limit=0.001)
-            if i >= args.warmup:
-                times.append((replies.pop(correlation_id) - sent) * 1000)
+        timed = time_jobs(
+            conn,
+            args.exchange,
+            args.routing_key,
+            json.dumps(body).encode(),
+            args.warmup + args.count,
+            timeout=args.timeout,
+        )
     finally:
         conn.close()
-    return times
+    return [(received - sent) * 1000 for _, sent, received in timed[args.warmup :]]
 
 
 def main(argv: list[str] | None = None) -> int:

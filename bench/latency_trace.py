@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import secrets
 import signal
-import ssl
 import statistics
 import subprocess
 import sys
@@ -32,11 +30,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pika
 import psycopg
 
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
+from latency import connect, percentile, time_jobs
 from publishing import ACCOUNTS, APIKEY, job_body
 from support.db import delete_rows
 from trace_stamps import STAGES
@@ -48,48 +46,7 @@ ORDER = ("published", *STAGES, "reply_received")
 STARTER = "import sys, trace_stamps; trace_stamps.install(); from account_worker.main import main; sys.exit(main())"
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered), math.ceil(fraction * len(ordered))) - 1)]
-
-
-def connect(url: str, ca_file: str) -> pika.BlockingConnection:
-    params = pika.URLParameters(url)
-    params.ssl_options = pika.SSLOptions(ssl.create_default_context(cafile=ca_file), params.host)
-    return pika.BlockingConnection(params)
-
-
-def run_jobs(channel: Any, conn: pika.BlockingConnection, queue: str, count: int) -> dict[str, tuple[float, float]]:
-    """Publish `count` record-only jobs one at a time; (published, reply received) per message id."""
-    reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-    received: dict[str, float] = {}
-
-    def on_reply(_ch: Any, _method: Any, properties: pika.BasicProperties, _body: bytes) -> None:
-        received[properties.correlation_id or ""] = time.perf_counter()
-
-    channel.basic_consume(reply_queue, on_reply, auto_ack=True)
-    times: dict[str, tuple[float, float]] = {}
-    for i in range(count):
-        message_id = f"{queue}-{i:06d}"
-        properties = pika.BasicProperties(
-            message_id=message_id,
-            correlation_id=message_id,
-            reply_to=reply_queue,
-            delivery_mode=2,
-            content_type="application/json",
-        )
-        published = time.perf_counter()
-        channel.basic_publish("", queue, job_body(ACCOUNTS[i % len(ACCOUNTS)], APIKEY), properties)
-        deadline = published + 10
-        while message_id not in received:
-            if time.perf_counter() > deadline:
-                raise SystemExit(f"no reply to {message_id} within 10 s")
-            conn.process_data_events(time_limit=0.001)
-        times[message_id] = (published, received[message_id])
-    return times
-
-
-def report(times: dict[str, tuple[float, float]], stamps: list[list[Any]], warmup: int) -> None:
+def report(timed: list[tuple[str, float, float]], stamps: list[list[Any]], warmup: int) -> None:
     by_id: dict[str, dict[str, float]] = {}
     for stage, message_id, at in stamps:
         by_id.setdefault(message_id, {}).setdefault(stage, at)
@@ -102,7 +59,7 @@ def report(times: dict[str, tuple[float, float]], stamps: list[list[Any]], warmu
         "broker out (reply_started -> reply_received)": ("reply_started", "reply_received"),
     }
     parts: dict[str, list[float]] = {label: [] for label in spans}
-    for message_id, (published, received) in list(times.items())[warmup:]:
+    for message_id, published, received in timed[warmup:]:
         seen = by_id.get(message_id, {}) | {"published": published, "reply_received": received}
         totals.append((received - published) * 1000)
         previous = "published"
@@ -129,10 +86,10 @@ def report(times: dict[str, tuple[float, float]], stamps: list[list[Any]], warmu
 
 def round_trips(
     count: int, warmup: int, concurrency: int | None, *, stamped: bool
-) -> tuple[dict[str, tuple[float, float]], list[list[Any]]]:
+) -> tuple[list[tuple[str, float, float]], list[list[Any]]]:
     """Start a worker from worker/src (stamped or not) on a temporary queue of the sandbox, time `warmup + count`
-    record-only jobs one at a time; (published, reply received) per message id, and the stamps (empty unless
-    stamped).  `concurrency` None keeps the worker's default."""
+    record-only jobs one at a time (latency.time_jobs); (message id, published, reply received) per job, and the
+    stamps (empty unless stamped).  `concurrency` None keeps the worker's default."""
     amqp_url = amqps_url(default_amqp_url())
     database_url = default_database_url()
     require_loopback(amqp_url, "BENCH_AMQP_URL")
@@ -173,7 +130,8 @@ def round_trips(
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the worker did not start consuming; its log: {log}")
             time.sleep(0.1)
-        times = run_jobs(channel, conn, run, count + warmup)
+        body = job_body(ACCOUNTS[0], APIKEY)
+        timed = time_jobs(conn, "", run, body, count + warmup, timeout=10.0, id_prefix=f"{run}-")
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
@@ -184,12 +142,12 @@ def round_trips(
         with psycopg.connect(database_url, autocommit=True) as db:
             delete_rows(db, run + "-")
     stamps = json.loads(stamps_file.read_text(encoding="utf-8")) if stamped else []
-    return times, stamps
+    return timed, stamps
 
 
-def latencies(times: dict[str, tuple[float, float]], warmup: int) -> list[float]:
+def latencies(timed: list[tuple[str, float, float]], warmup: int) -> list[float]:
     """The round trips in milliseconds, the first `warmup` left out."""
-    return [(received - published) * 1000 for published, received in list(times.values())[warmup:]]
+    return [(received - published) * 1000 for _, published, received in timed[warmup:]]
 
 
 def main() -> int:
@@ -198,8 +156,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10, help="jobs left out first (default 10)")
     parser.add_argument("--concurrency", type=int, default=4, help="WORKER_CONCURRENCY (default 4, the ssh action's)")
     args = parser.parse_args()
-    times, stamps = round_trips(args.count, args.warmup, args.concurrency, stamped=True)
-    report(times, stamps, args.warmup)
+    timed, stamps = round_trips(args.count, args.warmup, args.concurrency, stamped=True)
+    report(timed, stamps, args.warmup)
     return 0
 
 

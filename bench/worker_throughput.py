@@ -73,6 +73,7 @@ import psycopg
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
 from delayed_link import DelayedLink
+from latency import percentile
 from processes import Phase, measure
 from publishing import Broker, Message, job_messages, publish_confirmed
 from report import Result, run_and_report
@@ -530,9 +531,9 @@ def print_latency(count: int) -> None:
     jobs with reply_to one at a time (the next published once the reply is in), as bench/latency.py does."""
     import latency_trace  # noqa: PLC0415 - it imports this module's URL helpers
 
-    times, _ = latency_trace.round_trips(count, LATENCY_WARMUP, None, stamped=False)
-    values = latency_trace.latencies(times, LATENCY_WARMUP)
-    p50, p90, p99 = (latency_trace.percentile(values, f) for f in (0.5, 0.9, 0.99))
+    timed, _ = latency_trace.round_trips(count, LATENCY_WARMUP, None, stamped=False)
+    values = latency_trace.latencies(timed, LATENCY_WARMUP)
+    p50, p90, p99 = (percentile(values, f) for f in (0.5, 0.9, 0.99))
     print(
         f"\n(b) latency, record-only, publish -> reply, one at a time over AMQPS, {len(values)} jobs: "
         f"p50 {p50:.2f} ms, p90 {p90:.2f}, p99 {p99:.2f}, max {max(values):.2f}"
