@@ -53,7 +53,7 @@ def test_processes_acks_retries_and_dead_letters(cfg):
     assert routes[("jobs.dlx", "jobs")].headers["x-worker-reason"] == "invalid message: body is not JSON"
     assert routes[("", "jobs.retry")].headers["x-attempt"] == 2
     assert set(store.runs) == {"ok"}
-    assert broker.prefetch == 100
+    assert broker.prefetch == 200
     assert store.closed
 
 
@@ -227,3 +227,46 @@ def test_connection_keeps_being_pumped_while_a_job_runs(cfg):
         release.set()
     wait_for(lambda: broker.settled("ack") == ["long"])
     assert finish(stop, thread, outcome) == 0
+
+
+def test_consuming_starts_at_once_when_the_database_answered_before_the_broker(cfg):
+    """The job thread reached the database (posting Resume) while the broker connection was still
+    being made: no session existed to wake.  The I/O thread applies that report before its first
+    pump, so the consumer starts then, not one poll interval (POLL_SECONDS) later."""
+    broker = Broker()
+    store = FakeJobStore({"u1": "h1"})
+    broker.publish("first")
+    resumed = threading.Event()
+    pumps_at_consume: list[int] = []
+    runner_box: dict = {}
+
+    def connect(cfg, stop, **kwargs):
+        wait_for(lambda: "io" in runner_box and not runner_box["io"]._inbox.empty())  # Resume is waiting
+        resumed.set()
+        conn = broker.connect(cfg, stop)
+        channel = conn.channel
+
+        def channel_recording_consume():
+            ch = channel()
+            consume = ch.basic_consume
+
+            def basic_consume(queue, on_message_callback, auto_ack):
+                pumps_at_consume.append(conn.pumps)
+                return consume(queue, on_message_callback, auto_ack)
+
+            ch.basic_consume = basic_consume
+            return ch
+
+        conn.channel = channel_recording_consume
+        return conn
+
+    stop = threading.Event()
+    runner = Runner(cfg, store, FakeAction(), stop, connect=connect, random=lambda: 0.01)
+    runner_box["io"] = runner._io
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("rc", runner.run()))
+    thread.start()
+    wait_for(lambda: broker.settled("ack") == ["first"])
+    assert finish(stop, thread, outcome) == 0
+    assert resumed.is_set()
+    assert pumps_at_consume == [0]  # before the first pump: was [1] with the report applied after it

@@ -103,10 +103,13 @@ class IOThread:
             self._session = session
             self._observer.connected(True)
             while not self._stop.is_set():
+                # Reports first: a Resume posted while there was no session (the job thread reached
+                # the database before this connection was up) woke nobody; consuming starts now,
+                # not one POLL_SECONDS later.
+                self._apply_reports(session)
                 if not self._paused:
                     session.consume(self._on_delivery)
                 session.pump(POLL_SECONDS)
-                self._apply_reports(session)
                 if not job.is_alive():
                     self._apply_reports(session)
                     raise JobThreadCrashed("job thread exited unexpectedly")
