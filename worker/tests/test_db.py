@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -95,10 +97,12 @@ def test_stale_connection_is_retried_once_for_reads():
 def test_record_runs_is_one_autocommitted_insert_and_reports_existing_rows():
     def responder(sql, params):
         if sql.lstrip().startswith("INSERT"):
-            ids = params[0]
-            assert params[4] == [1, 3]
-            assert params[5:] == ([0, None], ["up\n", None], ["", None])
-            return [(ids[0], "h1", "done", 0, "up\n", "")]  # second one conflicted
+            (payload,) = params  # the batch as one json parameter, each run once
+            rows = json.loads(payload)
+            assert [r["message_id"] for r in rows] == ["m1", "m2"]
+            assert [r["attempts"] for r in rows] == [1, 3]
+            assert [(r["exit_status"], r["stdout"], r["stderr"]) for r in rows] == [(0, "up\n", ""), (None, None, None)]
+            return [("m1",)]  # second one conflicted: only the inserted ids come back
         if "FROM job_runs" in sql:
             assert params[0] == ["m2"]
             return [("m2", "old-host", "done", None, None, None)]
