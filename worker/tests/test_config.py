@@ -20,7 +20,7 @@ def test_defaults(env):
     assert cfg.dead_letter_exchange == "jobs.dlx"
     assert cfg.retry_queue == "jobs.retry"
     assert cfg.dead_letter_queue == "jobs.dlq"
-    assert (cfg.prefetch, cfg.batch_size, cfg.heartbeat) == (100, 50, 30)
+    assert (cfg.prefetch, cfg.batch_size, cfg.heartbeat) == (200, 100, 30)
     assert (cfg.max_attempts, cfg.retry_delay_ms) == (5, 5000)
     assert cfg.shutdown_grace == 5.0
     assert cfg.apikey is None
@@ -159,7 +159,7 @@ def test_secrets_longest_first_so_none_leaves_part_of_another(env):
 
 def test_config_keeps_keyword_construction_with_defaults():
     cfg = Config(amqp_urls=("amqp://h",), database_url="postgresql://db/x", queue="q", retry_queue="q.retry")
-    assert (cfg.prefetch, cfg.dead_letter_exchange, cfg.apikey) == (100, "jobs.dlx", None)
+    assert (cfg.prefetch, cfg.dead_letter_exchange, cfg.apikey) == (200, "jobs.dlx", None)
 
 
 def test_every_config_field_is_a_setting_with_its_own_variable():

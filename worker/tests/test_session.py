@@ -58,7 +58,7 @@ def test_channel_is_opened_in_confirm_mode_with_the_prefetch(cfg):
     conn = RecordingConnection()
     Session(conn, cfg, LOG)
     assert [name for name, _ in conn.ch.calls] == ["confirm_delivery", "basic_qos"]
-    assert conn.ch.calls[1][1] == {"prefetch_count": 100}
+    assert conn.ch.calls[1][1] == {"prefetch_count": 200}
 
 
 def test_runs_of_acks_are_acked_with_one_multiple_frame_in_order(cfg):

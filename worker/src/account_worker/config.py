@@ -165,8 +165,8 @@ class Config:
         default_from=lambda earlier: f"{earlier['queue']}.retry",
         shown_default="<queue>.retry",
     )
-    prefetch: int = setting(100, parsers.integer(1, 10000), "basic.qos prefetch, 1..10000")
-    batch_size: int = setting(50, parsers.integer(1, 1000), "jobs per database transaction, 1..1000")
+    prefetch: int = setting(200, parsers.integer(1, 10000), "basic.qos prefetch, 1..10000")
+    batch_size: int = setting(100, parsers.integer(1, 1000), "jobs per database transaction, 1..1000")
     heartbeat: int = setting(30, parsers.integer(5, 600), "AMQP heartbeat seconds, 5..600")
     max_attempts: int = setting(
         5, parsers.integer(1, 100), "attempts before a transient failure is dead-lettered, 1..100"
