@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 from support.reports import write_report
 
-GOAL_VS_RAW = 0.6
+GOAL_VS_RAW = 0.5
+GOAL_CPU_VS_RAW = 2.0  # the worker's CPU seconds per message against (a)'s
 GOAL_VS_SEED = 10.0
-GOAL_VS_CELERY = 3.0
+GOAL_VS_CELERY = 10.0
 GOAL_RSS_MB = 60.0
 GOAL_TLS_VS_PLAIN = 0.85  # (b-tls) over AMQPS against (b) over plain AMQP, same broker, same run
 
@@ -99,6 +100,10 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool | None
         if key in results:
             ratio = rb / results[key].rate
             rows.append((name, ratio, f">= {goal:g}", ratio >= goal))
+        if key == "raw" and key in results:
+            a = results["raw"]
+            cpu = (b.cpu / b.messages) / (a.cpu / a.messages)
+            rows.append(("CPU/msg b/a", cpu, f"<= {GOAL_CPU_VS_RAW:g}", cpu <= GOAL_CPU_VS_RAW))
     if "raw-each" in results:
         rows.append(("b/a0", rb / results["raw-each"].rate, "-", None))
     if "worker-base" in results:

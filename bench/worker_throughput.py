@@ -26,8 +26,9 @@ throughput = messages / (time from spawning the consumer until its last message 
 done), so start-up is included (the `startup s` column shows spawn -> first message
 done).  Peak RSS = VmHWM from /proc/<pid>/status sampled during the run; for Celery the
 sum over the main process and its pool children (which counts pages they share
-copy-on-write once per process).  Goals: b >= 0.6 a (b/a is the worker's own overhead
-over consuming and acking alone), b >= 10 c, b >= 3 d, worker peak RSS <= 60 MB.
+copy-on-write once per process).  Goals: b >= 0.5 a (b/a is the worker's own overhead
+over consuming and acking alone) with at most 2x (a)'s CPU seconds per message, b >= 10 c,
+b >= 10 d, worker peak RSS <= 60 MB.
 
 Then the latency row (--latency-n, default 300; 0 skips it): the worker of (b) with its defaults,
 over AMQPS as deployed, on a queue of its own; record-only jobs with reply_to one at a time, publish
