@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -24,6 +25,7 @@ from account_worker.ssh_pool import (
     UnpinnedHostKey,
     _Bounded,
     bounded_text,
+    close_stdin,
     host_and_port,
     spare_sessions,
 )
@@ -329,11 +331,31 @@ def test_no_channel_is_opened_ahead_for_a_host_next_door():
 
 
 def test_the_spares_stay_within_sshd_s_max_sessions():
-    """Running, closing (until sshd has our close) and spare channels together never pass MaxSessions."""
-    assert spare_sessions(4) == 2 and spare_sessions(1) == 1 and spare_sessions(5) == 0
+    """At most one spare per job slot, and a channel for every job slot beside them within MaxSessions."""
+    assert [spare_sessions(c) for c in (1, 4, 5, 6, 8, 10)] == [1, 4, 5, 4, 2, 0]
     for concurrency in range(1, SSHD_MAX_SESSIONS + 1):
-        spares = spare_sessions(concurrency)
-        assert 2 * concurrency + spares <= SSHD_MAX_SESSIONS or spares == 0
+        assert concurrency + spare_sessions(concurrency) <= SSHD_MAX_SESSIONS
+
+
+def test_fewer_spares_while_sshd_may_still_count_the_channels_jobs_closed():
+    """sshd counts a job's channel until our close reaches it: the spares opened leave room for a
+    channel per job slot and for each channel closed within the last round trip (here the clock
+    stands still, so every close is that recent)."""
+    FakeClient.made = []
+    clock = Clock()
+    settings = dataclasses.replace(SETTINGS, host_concurrency=4)
+    pool = SshPool(settings, client_factory=FakeClient, clock=clock, spares=4, opener=Inline(), spare_after=0)
+    entry = pool._host("a")
+    spares = []
+    for _ in range(8):
+        pool.run("a", "uptime")
+        spares.append(len(entry.spares))
+    # room = 10 - 4 job slots - closed: 6, 5, 4, 3, 2, 1, 0, -1 before each job's own close
+    assert spares == [1, 1, 1, 1, 1, 1, 0, 0]
+    assert pool.spares_used == 6 and FakeClient.made[0].transport.opened == 1 + 6 + 1
+    clock.now += 1.0  # the closes are a round trip old now: sshd has them, the spares come back
+    pool.run("a", "uptime")
+    assert len(entry.spares) == 1 and list(entry.closed) == [1.0]
 
 
 def test_a_spare_closed_meanwhile_or_of_a_replaced_transport_is_not_used(spared):
@@ -417,3 +439,61 @@ def test_the_host_s_port_is_used_and_keys_the_connection(pool):
     assert (first.host, first.kwargs["port"]) == ("acct", 2222)
     assert (second.host, second.kwargs["port"]) == ("acct", SETTINGS.port)
     assert pool.handshakes == 2
+
+
+class RecordingTransport:
+    """What a real paramiko Channel needs of its transport to send EOF and close: messages in wire order."""
+
+    def __init__(self):
+        self.sent: list[str] = []
+        self.sending = threading.Event()
+
+    def get_log_channel(self):
+        return "paramiko.test"
+
+    def _send_user_message(self, message):
+        kind = {paramiko.common.cMSG_CHANNEL_EOF: "EOF", paramiko.common.cMSG_CHANNEL_CLOSE: "CLOSE"}
+        sent = kind[message.asbytes()[:1]]
+        if sent == "EOF":  # the job's thread, slow to the socket: the transport thread gets its chance
+            self.sending.set()
+            threading.Event().wait(0.05)
+        self.sent.append(sent)
+
+
+def _open_channel(transport):
+    channel = paramiko.Channel(7)
+    channel._set_transport(transport)
+    channel.remote_chanid = 9
+    channel.active = True
+    return channel
+
+
+def test_the_eof_leaves_before_the_close_that_sshd_s_own_close_triggers():
+    """sshd closes the channel of a command that ended at once; paramiko answers with our close from its
+    transport thread.  Our EOF must be on the wire before that close: after it, sshd drops the connection."""
+    transport = RecordingTransport()
+    channel = _open_channel(transport)
+
+    def sshd_closes():  # the transport thread handling sshd's CHANNEL_CLOSE while our EOF is being sent
+        transport.sending.wait(5)
+        with channel.lock:
+            messages = channel._close_internal()
+        for message in messages:
+            if message is not None:
+                transport._send_user_message(message)
+
+    closer = threading.Thread(target=sshd_closes)
+    closer.start()
+    close_stdin(channel)
+    closer.join(5)
+    assert transport.sent == ["EOF", "CLOSE"]
+
+
+def test_no_eof_on_a_channel_closed_already():
+    transport = RecordingTransport()
+    channel = _open_channel(transport)
+    with channel.lock:
+        for message in channel._close_internal():  # the close carries its EOF
+            transport._send_user_message(message)
+    close_stdin(channel)
+    assert transport.sent == ["EOF", "CLOSE"]

@@ -10,7 +10,8 @@ re-established when it broke.  Connect and run times and the output kept are bou
 Opening a channel costs a round trip before the command can be sent: each job starts on a
 channel opened ahead ("spare") while an earlier job ran, and opens the next one, so across
 a network a job waits one round trip instead of two.  The spares stay within OpenSSH's
-default MaxSessions (see `spare_sessions`); a host that refuses a channel gets none again.
+default MaxSessions beside the running and the closing channels (`spare_sessions`,
+`SshPool._open_spare`); a host that refuses a channel gets none again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,10 +43,10 @@ SPARE_AFTER_SECONDS = 0.005
 
 
 def spare_sessions(host_concurrency: int) -> int:
-    """Channels kept open ahead per host.  sshd counts a job's channel until it has our close, about
-    half a round trip after the job ended, so at full speed it may count `host_concurrency` running,
-    as many closing, and the spares: those stay within SSHD_MAX_SESSIONS (2 with the default 4)."""
-    return max(0, min(host_concurrency, SSHD_MAX_SESSIONS - 2 * host_concurrency))
+    """The most channels kept open ahead per host: one per job slot, within what MaxSessions leaves beside
+    a channel for each job slot (4 with the default 4).  Fewer while sshd may still count channels the
+    jobs closed (SshPool._open_spare)."""
+    return max(0, min(host_concurrency, SSHD_MAX_SESSIONS - host_concurrency))
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class _Host:
     last_used: float = 0.0
     spares: list[Future[Any]] = field(default_factory=list)  # channels being opened or open, oldest first
     open_seconds: float = 0.0  # how long the last channel took to open
+    closed: deque[float] = field(default_factory=deque)  # when jobs closed their channels (the pool's clock)
 
 
 def _no_delay(transport: Any) -> None:
@@ -159,6 +162,33 @@ def _no_delay(transport: Any) -> None:
     sock = getattr(transport, "sock", None)
     if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def close_stdin(channel: Any) -> None:
+    """Send the command's stdin its EOF, on the wire before our close of the channel.
+
+    A command that ends at once (`true`) has sshd close the channel right behind the exec's
+    reply, and paramiko's transport thread answers that close with ours straight away.
+    Channel.shutdown_write() makes the EOF under the channel's lock but sends it after letting
+    go: our close could leave first, and an EOF after our close is a protocol error for which
+    sshd drops the whole connection ("ieof packet referred to nonexistent channel"), failing
+    every job on it (2 to 9 times per 2,000 jobs in bench/ssh_throughput.py).  So the EOF is
+    made and sent under the lock paramiko's close of the channel takes too; a channel closed
+    already sent its EOF with its close.  (paramiko's own methods; shutdown_write() if they are
+    not there.)
+    """
+    lock = getattr(channel, "lock", None)
+    make_eof = getattr(channel, "_send_eof", None)
+    send = getattr(channel.get_transport(), "_send_user_message", None)
+    if lock is None or make_eof is None or send is None:
+        channel.shutdown_write()
+        return
+    with lock:
+        if channel.closed:
+            return
+        message = make_eof()
+        if message is not None:
+            send(message)
 
 
 class SshPool:
@@ -281,19 +311,32 @@ class SshPool:
 
     def _open(self, entry: _Host, transport: Any) -> Any:
         """A new channel on the transport; how long it took is remembered for the host."""
-        started = time.monotonic()
+        started = self._clock()
         channel = transport.open_session(timeout=self._settings.connect_timeout)
-        entry.open_seconds = time.monotonic() - started
+        entry.open_seconds = self._clock() - started
         return channel
 
     def _open_spare(self, entry: _Host, transport: Any) -> None:
+        """Open one more channel ahead if the host's sessions allow it.
+
+        sshd counts a channel until our close reaches it, half a round trip after the job closed
+        it.  So beside one channel per job slot it may count the channels closed within the last
+        round trip (the last open's time, twice the half): only what MaxSessions leaves after both
+        is opened ahead, at most the host's spare limit.
+        """
         with entry.lock:
-            if (
-                len(entry.spares) < entry.spare_limit
-                and entry.open_seconds >= self._spare_after
-                and entry.client is not None
-            ):
+            if entry.client is None or entry.open_seconds < self._spare_after:
+                return
+            now = self._clock()
+            while entry.closed and now - entry.closed[0] > entry.open_seconds:
+                entry.closed.popleft()
+            room = SSHD_MAX_SESSIONS - self._settings.host_concurrency - len(entry.closed)
+            if len(entry.spares) < min(entry.spare_limit, room):
                 entry.spares.append(self._opener.submit(self._open, entry, transport))
+
+    def _closed(self, entry: _Host) -> None:
+        with entry.lock:
+            entry.closed.append(self._clock())
 
     def _no_more_spares(self, entry: _Host) -> None:
         """The host refused a channel: it allows fewer sessions than assumed; its spares are closed."""
@@ -329,7 +372,10 @@ class SshPool:
                         failed = transport  # a broken transport: nothing ran yet, connect anew once
                         continue
                     self._open_spare(entry, transport)  # for the next job, while this one runs
-                    return self._execute(channel, line)
+                    try:
+                        return self._execute(channel, line)
+                    finally:
+                        self._closed(entry)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _execute(self, channel: Any, line: str) -> tuple[int, str, str]:
@@ -338,7 +384,7 @@ class SshPool:
         deadline = self._clock() + s.run_timeout
         try:
             channel.exec_command(line)
-            channel.shutdown_write()
+            close_stdin(channel)
             while True:
                 while channel.recv_ready():
                     out.add(channel.recv(READ_CHUNK))
