@@ -34,11 +34,11 @@ import psycopg
 
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
+from endpoints import amqps_url, default_amqp_url, default_database_url, require_loopback
 from latency import connect, percentile, time_jobs
 from publishing import ACCOUNTS, APIKEY, job_body
 from support.db import delete_rows
 from trace_stamps import STAGES
-from worker_throughput import amqps_url, default_amqp_url, default_database_url, require_loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 SANDBOX = ROOT / ".sandbox"

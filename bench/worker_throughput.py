@@ -49,16 +49,15 @@ are passed to the worker (b) unless the harness sets them itself, e.g.
 across a network for the consumers: they reach it through a relay in this process that adds
 that round trip (bench/delayed_link.py); the harness itself still reads it directly.
 
-Modules beside this entry point: publishing.py (jobs with confirms, the broker),
-processes.py (start, time, sample and stop one consumer), report.py (table, goals,
-PNG, JSON); tests/support (importable as `support`) is shared with the live suites.
+Modules beside this entry point: endpoints.py (the sandbox's URLs), publishing.py (jobs
+with confirms, the broker), processes.py (start, time, sample and stop one consumer),
+report.py (table, goals, PNG, JSON); tests/support (importable as `support`) is shared with the live suites.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import os
 import secrets
 import subprocess
@@ -67,13 +66,21 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import quote, urlsplit
 
 import psycopg
 
+import latency_trace
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
 from delayed_link import DelayedLink
+from endpoints import (
+    amqps_url,
+    database_address,
+    default_amqp_url,
+    default_database_url,
+    require_loopback,
+    with_address,
+)
 from latency import percentile
 from processes import Phase, measure
 from publishing import Broker, Message, job_messages, publish_confirmed
@@ -98,7 +105,7 @@ CONSUMERS = {
     "celery": "(d) Celery prefork (defaults)",
 }
 RAW_PREFETCH, RAW_ACK_EVERY = 1000, 500  # (a): ack before half the window is in flight
-RAW_EACH_PREFETCH = 100  # (a0): the worker's default prefetch
+RAW_EACH_PREFETCH = 100  # (a0): the worker's default prefetch until 2026-12-05 (200 since), kept for comparison
 LATENCY_WARMUP = 10  # jobs left out of the latency row (connections, caches)
 LATENCY_GOALS_MS = {"p50": 3.0, "p99": 10.0}  # issue 22: one record-only job's round trip
 CELERY_DELAYED_QUEUES = tuple(f"celery_delayed_{level}" for level in range(28))
@@ -109,55 +116,6 @@ CELERY_EXCHANGES = (
     "celery.pidbox",
     "reply.celery.pidbox",
 )
-
-# --------------------------------------------------------------------------- settings
-
-
-def _sandbox_secret(name: str) -> str:
-    return (SANDBOX / name).read_text(encoding="utf-8").strip()
-
-
-def default_amqp_url() -> str:
-    return os.environ.get("BENCH_AMQP_URL") or (
-        f"amqp://app:{quote(_sandbox_secret('rabbitmq_app_password'), safe='')}@127.0.0.1:5672/app"
-    )
-
-
-def default_database_url() -> str:
-    return os.environ.get("BENCH_DATABASE_URL") or (
-        f"postgresql://worker:{quote(_sandbox_secret('postgresql_worker_password'), safe='')}@127.0.0.1:5432/accounts"
-    )
-
-
-def database_address(url: str) -> tuple[str, int]:
-    parts = urlsplit(url)
-    return parts.hostname or "127.0.0.1", parts.port or 5432
-
-
-def with_address(url: str, address: str) -> str:
-    """`url` with its host:port replaced by `address` (credentials, database and options kept)."""
-    parts = urlsplit(url)
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    return parts._replace(netloc=f"{userinfo}{at}{address}").geturl()
-
-
-def amqps_url(url: str) -> str:
-    """The same broker and credentials as `url`, over AMQPS."""
-    parts = urlsplit(url)
-    port = int(os.environ.get("BENCH_AMQPS_PORT") or 5671)
-    userinfo, at, _ = parts.netloc.rpartition("@")
-    return parts._replace(scheme="amqps", netloc=f"{userinfo}{at}{parts.hostname}:{port}").geturl()
-
-
-def require_loopback(url: str, what: str) -> None:
-    host = urlsplit(url).hostname or ""
-    try:
-        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        ok = False
-    if not ok:
-        raise SystemExit(f"{what} must point at a loopback address, got host {host!r}")
-
 
 # --------------------------------------------------------------------------- the consumers
 
@@ -530,8 +488,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def print_latency(count: int) -> None:
     """The latency row: the worker (b), its defaults, over AMQPS as deployed, on a queue of its own; record-only
     jobs with reply_to one at a time (the next published once the reply is in), as bench/latency.py does."""
-    import latency_trace  # noqa: PLC0415 - it imports this module's URL helpers
-
     timed, _ = latency_trace.round_trips(count, LATENCY_WARMUP, None, stamped=False)
     values = latency_trace.latencies(timed, LATENCY_WARMUP)
     p50, p90, p99 = (percentile(values, f) for f in (0.5, 0.9, 0.99))
