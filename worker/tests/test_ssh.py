@@ -358,6 +358,17 @@ def test_fewer_spares_while_sshd_may_still_count_the_channels_jobs_closed():
     assert len(entry.spares) == 1 and list(entry.closed) == [1.0]
 
 
+def test_the_record_of_closed_channels_stays_one_round_trip_long():
+    """A host next door never gets spares, yet its jobs' closes are forgotten as they age (no growth per job)."""
+    FakeClient.made = []
+    clock = Clock()
+    pool = SshPool(SETTINGS, client_factory=FakeClient, clock=clock, spares=2, opener=Inline(), spare_after=1.0)
+    for _ in range(100):
+        pool.run("a", "uptime")
+        clock.now += 1.0
+    assert len(pool._host("a").closed) <= 1 and pool.spares_used == 0
+
+
 def test_a_spare_closed_meanwhile_or_of_a_replaced_transport_is_not_used(spared):
     spared.run("a", "uptime")
     spare = spared._hosts["a"].spares[0].result()

@@ -325,11 +325,11 @@ class SshPool:
         is opened ahead, at most the host's spare limit.
         """
         with entry.lock:
-            if entry.client is None or entry.open_seconds < self._spare_after:
-                return
             now = self._clock()
             while entry.closed and now - entry.closed[0] > entry.open_seconds:
-                entry.closed.popleft()
+                entry.closed.popleft()  # here for every job, so the record stays one round trip long
+            if entry.client is None or entry.open_seconds < self._spare_after:
+                return
             room = SSHD_MAX_SESSIONS - self._settings.host_concurrency - len(entry.closed)
             if len(entry.spares) < min(entry.spare_limit, room):
                 entry.spares.append(self._opener.submit(self._open, entry, transport))
