@@ -1,7 +1,7 @@
 """Where the benchmarks find the sandbox's broker and database, and the checks on those addresses.
 
 BENCH_AMQP_URL / BENCH_DATABASE_URL override the sandbox's (passwords read from .sandbox/);
-BENCH_AMQPS_PORT the broker's AMQPS port (default 5671).
+BENCH_AMQPS_PORT the broker's AMQPS port (default 5671), BENCH_CA_FILE the CA that verifies it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ def default_database_url() -> str:
     return os.environ.get("BENCH_DATABASE_URL") or (
         f"postgresql://worker:{quote(_sandbox_secret('postgresql_worker_password'), safe='')}@127.0.0.1:5432/accounts"
     )
+
+
+def default_ca_file() -> str:
+    """The CA that verifies the broker over AMQPS: BENCH_CA_FILE, else the sandbox's."""
+    return os.environ.get("BENCH_CA_FILE") or str(SANDBOX / "tls" / "ca.crt")
 
 
 def database_address(url: str) -> tuple[str, int]:

@@ -124,6 +124,11 @@ def time_jobs(
     return timed
 
 
+def latencies(timed: list[tuple[str, float, float]], warmup: int) -> list[float]:
+    """time_jobs' round trips in milliseconds, the first `warmup` left out."""
+    return [(received - sent) * 1000 for _, sent, received in timed[warmup:]]
+
+
 def measure(args: argparse.Namespace) -> list[float]:
     body: dict[str, Any] = {"apikey": args.apikey, "account_uuid": args.account}
     if args.payload:
@@ -140,7 +145,7 @@ def measure(args: argparse.Namespace) -> list[float]:
         )
     finally:
         conn.close()
-    return [(received - sent) * 1000 for _, sent, received in timed[args.warmup :]]
+    return latencies(timed, args.warmup)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,14 +34,13 @@ import psycopg
 
 from account_worker import amqp as worker_amqp
 from account_worker.config import Config
-from endpoints import amqps_url, default_amqp_url, default_database_url, require_loopback
+from endpoints import amqps_url, default_amqp_url, default_ca_file, default_database_url, require_loopback
 from latency import connect, percentile, time_jobs
 from publishing import ACCOUNTS, APIKEY, job_body
 from support.db import delete_rows
 from trace_stamps import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-SANDBOX = ROOT / ".sandbox"
 ORDER = ("published", *STAGES, "reply_received")
 STARTER = "import sys, trace_stamps; trace_stamps.install(); from account_worker.main import main; sys.exit(main())"
 
@@ -94,7 +93,7 @@ def round_trips(
     database_url = default_database_url()
     require_loopback(amqp_url, "BENCH_AMQP_URL")
     require_loopback(database_url, "BENCH_DATABASE_URL")
-    ca_file = os.environ.get("BENCH_CA_FILE") or str(SANDBOX / "tls" / "ca.crt")
+    ca_file = default_ca_file()
     run = f"trace-{secrets.token_hex(3)}"
     cfg = Config(
         amqp_urls=(amqp_url,),
@@ -143,11 +142,6 @@ def round_trips(
             delete_rows(db, run + "-")
     stamps = json.loads(stamps_file.read_text(encoding="utf-8")) if stamped else []
     return timed, stamps
-
-
-def latencies(timed: list[tuple[str, float, float]], warmup: int) -> list[float]:
-    """The round trips in milliseconds, the first `warmup` left out."""
-    return [(received - published) * 1000 for _, published, received in timed[warmup:]]
 
 
 def main() -> int:

@@ -57,11 +57,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from delayed_link import DelayedLink
+from endpoints import SANDBOX
 from processes import Phase
 from publishing import job_messages
 from report import GoalRow, Result, run_and_report
 from support.containers import run_in
-from worker_throughput import BENCH, ROOT, SANDBOX, Bench
+from worker_throughput import BENCH, ROOT, Bench
 
 GOAL_A_RATE = 100.0
 GOAL_A_VS_B = 10.0

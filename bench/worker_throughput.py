@@ -77,11 +77,12 @@ from endpoints import (
     amqps_url,
     database_address,
     default_amqp_url,
+    default_ca_file,
     default_database_url,
     require_loopback,
     with_address,
 )
-from latency import percentile
+from latency import latencies, percentile
 from processes import Phase, measure
 from publishing import Broker, Message, job_messages, publish_confirmed
 from report import Result, run_and_report
@@ -89,7 +90,6 @@ from support.db import delete_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-SANDBOX = ROOT / ".sandbox"
 PY = sys.executable
 
 Messages = Callable[[str, int], list[Message]]  # (message id prefix, count) -> the jobs to publish
@@ -226,8 +226,7 @@ class Bench:
             "WORKER_DECLARE_TOPOLOGY": "true",
         }
         if tls:
-            ca = os.environ.get("BENCH_CA_FILE") or str(SANDBOX / "tls" / "ca.crt")
-            env |= {"WORKER_AMQP_URLS": amqps_url(self.amqp_url), "WORKER_AMQP_CA_FILE": ca}
+            env |= {"WORKER_AMQP_URLS": amqps_url(self.amqp_url), "WORKER_AMQP_CA_FILE": default_ca_file()}
         env.update(extra_env or {})
         env.update({k: v for k, v in os.environ.items() if k.startswith("WORKER_") and k not in env})
 
@@ -489,7 +488,7 @@ def print_latency(count: int) -> None:
     """The latency row: the worker (b), its defaults, over AMQPS as deployed, on a queue of its own; record-only
     jobs with reply_to one at a time (the next published once the reply is in), as bench/latency.py does."""
     timed, _ = latency_trace.round_trips(count, LATENCY_WARMUP, None, stamped=False)
-    values = latency_trace.latencies(timed, LATENCY_WARMUP)
+    values = latencies(timed, LATENCY_WARMUP)
     p50, p90, p99 = (percentile(values, f) for f in (0.5, 0.9, 0.99))
     print(
         f"\n(b) latency, record-only, publish -> reply, one at a time over AMQPS, {len(values)} jobs: "
