@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from account_worker.actions import Action
 from account_worker.config import Config
-from account_worker.decisions import Ack, DeadLetter, DeadLetterKind, Requeue, decide, reason_of
+from account_worker.decisions import ACK, ACK_DUPLICATE, Ack, DeadLetter, DeadLetterKind, Requeue, decide, reason_of
 from account_worker.delivery import BatchResult, Delivery, Instruction, requeue_all
 from account_worker.errors import BadApiKey, DatabaseUnavailable, InvalidMessage, RecordRejected, UnknownAccount
 from account_worker.execution import Finished, Pending, finished_deliveries, run_actions, run_followers
@@ -359,7 +359,7 @@ def _acked(delivery: Delivery, job: Job, run: RecordedRun, duplicate: bool, log:
         status=run.status,
         attempt=job.attempt,
     )
-    return Instruction(delivery, Ack(duplicate), _reply(delivery, job, run))
+    return Instruction(delivery, ACK_DUPLICATE if duplicate else ACK, _reply(delivery, job, run))
 
 
 def _reply(delivery: Delivery, job: Job, run: RecordedRun) -> dict[str, str | int] | None:

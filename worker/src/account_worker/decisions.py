@@ -30,6 +30,11 @@ class Ack:
     verdict: ClassVar[str] = "ack"
 
 
+# The two Acks there are, shared: one is handed out for every job done.
+ACK = Ack()
+ACK_DUPLICATE = Ack(duplicate=True)
+
+
 @dataclass(frozen=True)
 class Retry:
     """Park a copy with x-attempt = next_attempt in the retry queue for delay_ms, then ack."""
@@ -106,7 +111,7 @@ def decide(error: BaseException | None, attempt: int, max_attempts: int, retry_d
     dead-lettered.
     """
     if error is None:
-        return Ack()
+        return ACK
     if isinstance(error, DatabaseUnavailable):
         return Requeue(f"database unavailable: {error}" if str(error) else "database unavailable")
     if isinstance(error, InvalidMessage):
