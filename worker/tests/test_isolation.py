@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 
 import psycopg
 import pytest
@@ -13,7 +12,7 @@ from account_worker.batch import process_in_groups
 from account_worker.config import load_config
 from account_worker.db import Database
 from account_worker.decisions import Ack, DeadLetter, DeadLetterKind
-from account_worker.delivery import BatchResult, Delivery
+from account_worker.delivery import BatchResult, Delivery, DeliveryQueue
 from account_worker.errors import DatabaseUnavailable, RecordRejected
 from account_worker.isolation import narrow, split_by_returns
 from account_worker.job_thread import Crashed, JobThread
@@ -180,7 +179,7 @@ def test_a_crash_on_a_suspect_comes_after_the_fresh_results_are_posted(env):
     """The job thread posts each group's result before the next group runs, the crash last."""
     cfg = load_config(env)
     posts: list = []
-    deliveries: queue.Queue[Delivery] = queue.Queue()
+    deliveries = DeliveryQueue()
     for d in (delivery(1), delivery(2, "boom", returned=1), delivery(3)):
         deliveries.put(d)
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 
 import pytest
 
 from account_worker.config import load_config
-from account_worker.delivery import Delivery
+from account_worker.delivery import Delivery, DeliveryQueue
 from account_worker.errors import JobThreadCrashed, TransientJobError
 from account_worker.job_thread import take_batch
 from account_worker.runner import Runner
@@ -136,13 +135,28 @@ def cfg_env(cfg):
 
 def test_take_batch_drains_without_waiting_and_skips_stale():
     old, current = object(), object()
-    q: queue.Queue = queue.Queue()
+    q = DeliveryQueue()
     for tag in range(1, 6):
         q.put(Delivery(tag, current if tag != 2 else old, b""))
     batch = take_batch(q, 3, 0.01, lambda d: d.source is current)
     assert [d.tag for d in batch] == [1, 3, 4]
     assert [d.tag for d in take_batch(q, 3, 0.01, lambda d: True)] == [5]
     assert take_batch(q, 3, 0.01, lambda d: True) == []
+
+
+def test_the_delivery_queue_hands_over_in_order_and_wakes_a_waiting_take():
+    q = DeliveryQueue()
+    assert q.take(5) == [] and q.take(5, timeout=0.01) == []
+    for tag in (1, 2, 3):
+        q.put(Delivery(tag, None, b""))
+    assert q.qsize() == 3 and q.news.is_set()
+    assert [d.tag for d in q.take(2)] == [1, 2]
+    assert [d.tag for d in q.take(2)] == [3]
+    q.news.set()  # other news (an action finished) does not end the wait for a delivery
+    threading.Timer(0.2, q.put, (Delivery(4, None, b""),)).start()
+    started = time.monotonic()
+    assert [d.tag for d in q.take(2, timeout=30)] == [4]
+    assert time.monotonic() - started < 30, "the put did not wake the take"
 
 
 def test_job_thread_bug_crashes_the_process_without_acking(cfg):

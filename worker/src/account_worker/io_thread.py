@@ -30,7 +30,7 @@ from typing import Any, assert_never
 
 from account_worker import amqp
 from account_worker.config import Config
-from account_worker.delivery import BatchResult, Delivery
+from account_worker.delivery import BatchResult, Delivery, DeliveryQueue
 from account_worker.errors import JobThreadCrashed
 from account_worker.job_thread import Crashed, JobReport, JobThread, Resume
 from account_worker.logsetup import log_event
@@ -48,7 +48,7 @@ class IOThread:
         self,
         cfg: Config,
         stop: threading.Event,
-        deliveries: queue.Queue[Delivery],
+        deliveries: DeliveryQueue,
         *,
         connect: Callable[..., Any],
         random: Callable[[], float],
@@ -130,12 +130,7 @@ class IOThread:
         return True
 
     def _take_buffered(self) -> list[Delivery]:
-        taken: list[Delivery] = []
-        while True:
-            try:
-                taken.append(self._deliveries.get_nowait())
-            except queue.Empty:
-                return taken
+        return self._deliveries.take(self._deliveries.qsize())
 
     def _drop_buffered(self) -> None:
         """The connection is gone: its tags are dead, buffered deliveries will be redelivered."""

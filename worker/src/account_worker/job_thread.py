@@ -13,7 +13,6 @@ a BatchResult to carry out, Resume once the database answers, Crashed on a bug.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from account_worker.actions import Action
 from account_worker.backoff import backoff_delay
 from account_worker.batch import BatchSettings, process_in_groups
 from account_worker.config import Config
-from account_worker.delivery import BatchResult, Delivery, requeue_all
+from account_worker.delivery import BatchResult, Delivery, DeliveryQueue, requeue_all
 from account_worker.errors import DatabaseUnavailable
 from account_worker.inflight import Recorder
 from account_worker.logsetup import log_event
@@ -54,23 +53,15 @@ JobReport = BatchResult | Resume | Crashed
 
 
 def take_batch(
-    deliveries: queue.Queue[Delivery], size: int, timeout: float, is_current: Callable[[Delivery], bool]
+    deliveries: DeliveryQueue, size: int, timeout: float, is_current: Callable[[Delivery], bool]
 ) -> list[Delivery]:
-    """Block up to `timeout` for one delivery, then drain without waiting up to `size`; skip stale ones."""
-    batch: list[Delivery] = []
-    try:
-        first = deliveries.get(timeout=timeout)
-    except queue.Empty:
-        return batch
-    if is_current(first):
-        batch.append(first)
-    while len(batch) < size:
-        try:
-            item = deliveries.get_nowait()
-        except queue.Empty:
+    """Wait up to `timeout` for one delivery, then take without waiting up to `size`; skip stale ones."""
+    batch = [d for d in deliveries.take(size, timeout) if is_current(d)]
+    while len(batch) < size:  # stale ones were skipped: fill their places
+        more = deliveries.take(size - len(batch))
+        if not more:
             break
-        if is_current(item):
-            batch.append(item)
+        batch.extend(d for d in more if is_current(d))
     return batch
 
 
@@ -82,7 +73,7 @@ class JobThread:
         cfg: Config,
         store: JobStore,
         action: Action,
-        deliveries: queue.Queue[Delivery],
+        deliveries: DeliveryQueue,
         *,
         post: Callable[[JobReport], None],
         is_current: Callable[[Delivery], bool],
@@ -93,9 +84,8 @@ class JobThread:
         self._store = store
         self._action = action
         self._deliveries = deliveries
-        # Set on each delivery put (a DeliveryQueue) and each finished action; a plain queue
-        # (tests of concurrency 1) leaves the concurrent loop waking every BATCH_WAIT_SECONDS.
-        self._news: threading.Event = getattr(deliveries, "news", None) or threading.Event()
+        # Set on each delivery put and each finished action.
+        self._news = deliveries.news
         self._post = post
         self._is_current = is_current
         self._random = random
