@@ -122,7 +122,7 @@ def publish(
         try:
             with app.producer_pool.acquire(block=True) as producer:
                 for i in range(start, count, threads):
-                    message_id = f"{prefix}{i:07d}"
+                    message_id = f"{prefix}{i:07d}"  # as publishing.message_id (not imported: no pika here)
                     chosen.apply_async(
                         args=(message_id, "bench", names[i % len(names)]), task_id=message_id, producer=producer
                     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 
 from report import Result
-from support.db import count_rows
+from support.db import count_rows, has_prefix, has_row
 
 POLL = 0.025  # seconds between "done?" checks
 RSS_EVERY = 4  # sample memory every RSS_EVERY polls (and once at the end)
@@ -103,6 +103,9 @@ class Phase:
     command: list[str]
     env: dict[str, str]
     done_by: str  # "stdout" (it prints `first <t>` / `done <t>`) or "db" (rows in job_runs)
+    # done_by "db": the message id published last; rows are counted only once it is recorded
+    # (a count is a scan of every row of the run, each poll, on the database being measured)
+    last_id: str = ""
     children: bool = False
     prepare: Callable[[], None] = lambda: None
     cleanup: Callable[[], None] = lambda: None
@@ -141,16 +144,19 @@ def measure(phase: Phase, db: psycopg.Connection, logdir: Path, timeout: float, 
         rss = PeakRss(proc.pid, phase.children)
         deadline = start + timeout
         polls = 0
+        tail = False
         try:
             while True:
                 now = time.monotonic()
                 if phase.done_by == "db":
-                    result.done = count_rows(db, phase.prefix)
+                    if "first" not in marks and has_prefix(db, phase.prefix):
+                        marks["first"] = time.monotonic()
+                    if "first" in marks and (tail or not phase.last_id or has_row(db, phase.last_id)):
+                        tail = True  # from here on the rows are counted on every poll
+                        result.done = count_rows(db, phase.prefix)
+                        if result.done >= phase.messages:
+                            marks["done"] = time.monotonic()
                     now = time.monotonic()
-                    if result.done and "first" not in marks:
-                        marks["first"] = now
-                    if result.done >= phase.messages:
-                        marks["done"] = now
                 elif "done" in marks:
                     result.done = phase.messages
                 if polls % RSS_EVERY == 0:
@@ -158,11 +164,15 @@ def measure(phase: Phase, db: psycopg.Connection, logdir: Path, timeout: float, 
                 polls += 1
                 if "done" in marks:
                     break
-                if proc.poll() is not None:
-                    result.note = f"exited early (rc {proc.returncode}), see {log_path}"
-                    break
-                if now > deadline:
-                    result.note = f"timeout after {timeout:.0f}s ({result.done}/{phase.messages} done)"
+                exited = proc.poll() is not None
+                if exited or now > deadline:
+                    if phase.done_by == "db":
+                        result.done = count_rows(db, phase.prefix)
+                    result.note = (
+                        f"exited early (rc {proc.returncode}), see {log_path}"
+                        if exited
+                        else f"timeout after {timeout:.0f}s ({result.done}/{phase.messages} done)"
+                    )
                     break
                 time.sleep(POLL)
             rss.sample()

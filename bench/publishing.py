@@ -18,6 +18,11 @@ APIKEY = "bench"
 Message = tuple[str, bytes, pika.BasicProperties]  # (message_id, body, properties)
 
 
+def message_id(prefix: str, index: int) -> str:
+    """The id of a run's index-th job (celery_app.py publish names its tasks the same way)."""
+    return f"{prefix}{index:07d}"
+
+
 def job_messages(
     prefix: str, count: int, accounts: Sequence[str] = ACCOUNTS, payload: Mapping[str, object] | None = None
 ) -> list[Message]:
@@ -25,14 +30,14 @@ def job_messages(
     with `payload` (e.g. the ssh action's {"command": "true"}) each job carries it."""
     out = []
     for i in range(count):
-        message_id = f"{prefix}{i:07d}"
+        mid = message_id(prefix, i)
         account = accounts[i % len(accounts)]
         if payload is None:
             body = job_body(account, APIKEY)
         else:
             job = {"apikey": APIKEY, "account_uuid": account, "payload": payload}
             body = json.dumps(job, separators=(",", ":")).encode()
-        out.append((message_id, body, job_properties(message_id)))
+        out.append((mid, body, job_properties(mid)))
     return out
 
 

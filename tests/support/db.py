@@ -24,6 +24,18 @@ def count_rows(db: psycopg.Connection, prefix: str) -> int:
     return int(row[0]) if row else 0
 
 
+def has_row(db: psycopg.Connection, message_id: str) -> bool:
+    """Whether job_runs holds this message id (one primary-key look-up)."""
+    row = db.execute("SELECT EXISTS (SELECT 1 FROM job_runs WHERE message_id = %s)", (message_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def has_prefix(db: psycopg.Connection, prefix: str) -> bool:
+    """Whether job_runs holds any message id starting with prefix (stops at the first)."""
+    row = db.execute("SELECT EXISTS (SELECT 1 FROM job_runs WHERE message_id LIKE %s)", (prefix + "%",)).fetchone()
+    return bool(row and row[0])
+
+
 def recorded(database_url: str, prefix: str) -> Recorded:
     """(distinct message ids, rows) recorded in job_runs for ids starting with prefix."""
     with psycopg.connect(database_url, connect_timeout=5) as db:
