@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import threading
+import time
 
 import pytest
 
 import latency
+import processes
 import worker_throughput
 from publishing import ACCOUNTS, Confirms, job_messages
 from raw_consumer import Acker, Marks
@@ -254,3 +258,31 @@ def test_run_and_report_cleans_up_when_a_run_fails(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="broker gone"):
         run_and_report(bench, _args(tmp_path, 1), 0.0, subtitle="N=1")
     assert bench.cleaned
+
+
+def test_cpu_seconds_counts_every_thread_finer_than_a_clock_tick() -> None:
+    """The consumers' CPU column: this process's CPU as counted from /proc agrees with the kernel's own
+    per-process clock, a thread that ended included, and is not rounded to 10 ms clock ticks."""
+    stop = threading.Event()
+
+    def burn(seconds: float, then_wait: bool) -> None:
+        until = time.thread_time() + seconds
+        while time.thread_time() < until:
+            pass
+        if then_wait:
+            stop.wait()
+
+    ended = threading.Thread(target=burn, args=(0.05, False))
+    ended.start()
+    ended.join()
+    alive = threading.Thread(target=burn, args=(0.05, True))
+    alive.start()
+    time.sleep(0.2)
+    try:
+        counted, kernel = processes.cpu_seconds(os.getpid(), with_children=False), time.process_time()
+    finally:
+        stop.set()
+        alive.join()
+    assert abs(counted - kernel) < 0.03, (counted, kernel)
+    ticks = counted * os.sysconf("SC_CLK_TCK")
+    assert abs(ticks - round(ticks)) > 1e-9, f"{counted} s is a whole number of clock ticks"
