@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 
+from publishing import message_id
 from report import Result
 from support.db import count_rows, has_prefix, has_row
 
@@ -125,9 +126,6 @@ class Phase:
     command: list[str]
     env: dict[str, str]
     done_by: str  # "stdout" (it prints `first <t>` / `done <t>`) or "db" (rows in job_runs)
-    # done_by "db": the message id published last; rows are counted only once it is recorded
-    # (a count is a scan of every row of the run, each poll, on the database being measured)
-    last_id: str = ""
     children: bool = False
     prepare: Callable[[], None] = lambda: None
     cleanup: Callable[[], None] = lambda: None
@@ -166,6 +164,9 @@ def measure(phase: Phase, db: psycopg.Connection, logdir: Path, timeout: float, 
         rss = PeakRss(proc.pid, phase.children)
         deadline = start + timeout
         polls = 0
+        # done_by "db": the rows are counted only once the message published last is recorded (a
+        # count is a scan of every row of the run, each poll, on the database being measured).
+        last_id = message_id(phase.prefix, phase.messages - 1)
         tail = False
         try:
             while True:
@@ -173,7 +174,7 @@ def measure(phase: Phase, db: psycopg.Connection, logdir: Path, timeout: float, 
                 if phase.done_by == "db":
                     if "first" not in marks and has_prefix(db, phase.prefix):
                         marks["first"] = time.monotonic()
-                    if "first" in marks and (tail or not phase.last_id or has_row(db, phase.last_id)):
+                    if "first" in marks and (tail or has_row(db, last_id)):
                         tail = True  # from here on the rows are counted on every poll
                         result.done = count_rows(db, phase.prefix)
                         if result.done >= phase.messages:

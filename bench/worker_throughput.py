@@ -84,7 +84,7 @@ from endpoints import (
 )
 from latency import latencies, percentile
 from processes import Phase, measure
-from publishing import Broker, Message, job_messages, message_id, publish_confirmed
+from publishing import Broker, Message, job_messages, publish_confirmed
 from report import Result, run_and_report
 from support.db import delete_rows
 
@@ -252,7 +252,6 @@ class Bench:
             [PY, "-m", "account_worker"],
             env,
             "db",
-            last_id=message_id(prefix, n - 1),
             prepare=prepare,
             cleanup=cleanup,
         )
@@ -287,7 +286,6 @@ class Bench:
             [PY, str(BENCH / "seed_worker.py"), self.amqp_url, self.database_url, queue],
             self.base_env(),
             "db",
-            last_id=message_id(prefix, n - 1),
             prepare=prepare,
             cleanup=cleanup,
         )
@@ -350,7 +348,6 @@ class Bench:
             [PY, "-m", "celery", "-A", "celery_app", "worker", "-n", node],
             env,
             "db",
-            last_id=message_id(prefix, n - 1),
             children=True,
             prepare=prepare,
             cleanup=cleanup,
