@@ -19,6 +19,8 @@ import threading
 from types import TracebackType
 
 CHUNK = 65536
+# How long close() lets the relays end after their connections were aborted before it cancels them.
+SHUTDOWN_SECONDS = 5.0
 
 
 class DelayedLink:
@@ -35,6 +37,8 @@ class DelayedLink:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="delayed-link", daemon=True)
         self._server: asyncio.Server | None = None
+        self._closing = False
+        self._writers: set[asyncio.StreamWriter] = set()  # both ends of every open connection
 
     @property
     def address(self) -> str:
@@ -66,28 +70,53 @@ class DelayedLink:
         self._loop.close()
 
     async def _shutdown(self) -> None:
+        """Stop listening and end every connection, letting each relay finish rather than cancelling it.
+
+        A relay task cancelled before its first step ends cancelled, which asyncio's stream server
+        reports as an error ("Exception in callback"), and one started after a snapshot of the tasks
+        would be left pending ("Task was destroyed but it is pending!"): a connection accepted while
+        the link closes does both.  So the connections are aborted (each relay then sees the end of
+        its streams and returns), again for any relay that started meanwhile, until no task is left;
+        only what is still running after SHUTDOWN_SECONDS is cancelled.
+        """
+        self._closing = True
         if self._server is not None:
             self._server.close()
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_SECONDS
+        current = asyncio.current_task()
+        while tasks := {t for t in asyncio.all_tasks() if t is not current}:
+            for writer in list(self._writers):
+                writer.transport.abort()
+            if loop.time() >= deadline:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                return
+            await asyncio.wait(tasks, timeout=0.1)
 
     async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self._closing:  # accepted while the link closes
+            client_writer.transport.abort()
+            return
         self.connections += 1
+        self._writers.add(client_writer)
         try:
             server_reader, server_writer = await asyncio.open_connection(*self.target)
         except OSError:
             client_writer.close()
+            self._writers.discard(client_writer)
             return
+        self._writers.add(server_writer)
         try:
             await asyncio.sleep(self.rtt)  # the TCP handshake to a distant host costs one round trip
             await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
         except asyncio.CancelledError:
-            pass  # close(): the link goes away under open connections; asyncio would log this task's end as an error
+            pass  # cancelled by close() after SHUTDOWN_SECONDS; asyncio would log this task's end as an error
         finally:
             for writer in (client_writer, server_writer):
                 writer.close()
+                self._writers.discard(writer)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Copy reader to writer, each chunk held until half a round trip after it was read; EOF likewise."""
