@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -75,6 +76,8 @@ def test_the_strategy_lists_the_collections_once_and_hands_every_module_the_same
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
     assert ansible_mitogen.planner._load_collections is plugin.load_collections
+    # The pinned Mitogen looks the function up by name at each module's first use (a newer one may not).
+    assert "_load_collections(invocation)" in inspect.getsource(ansible_mitogen.planner.invoke)
 
     listed: list[int] = []
 
