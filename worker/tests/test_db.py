@@ -6,7 +6,7 @@ import re
 import psycopg
 import pytest
 
-from account_worker.db import _INSERT_RUNS, INSERT_COLUMNS, Database, HostCache, schema_sql
+from account_worker.db import _INSERT_RUNS, Database, HostCache, schema_sql
 from account_worker.errors import DatabaseUnavailable
 from account_worker.store import RecordedRun, Run
 from fakes import Clock, Connector
@@ -99,7 +99,7 @@ def test_record_runs_is_one_autocommitted_insert_and_reports_existing_rows():
     def responder(sql, params):
         if sql.lstrip().startswith("INSERT"):
             (payload,) = params  # the batch as one json parameter, each run once, an array per run
-            rows = [dict(zip(INSERT_COLUMNS, run, strict=True)) for run in json.loads(payload)]
+            rows = [dict(zip(Run._fields, run, strict=True)) for run in json.loads(payload)]
             assert [r["message_id"] for r in rows] == ["m1", "m2"]
             assert [r["attempts"] for r in rows] == [1, 3]
             assert [(r["exit_status"], r["stdout"], r["stderr"]) for r in rows] == [(0, "up\n", ""), (None, None, None)]
@@ -127,11 +127,10 @@ def test_record_runs_is_one_autocommitted_insert_and_reports_existing_rows():
 
 def test_the_insert_reads_each_run_in_the_order_of_its_fields():
     """The batch's runs travel as JSON arrays: the INSERT's columns and r->>N must follow Run's fields."""
-    assert Run._fields == INSERT_COLUMNS
     columns = re.search(r"INSERT INTO job_runs \(([^)]*)\)", _INSERT_RUNS)
-    assert columns is not None and tuple(c.strip() for c in columns.group(1).split(",")) == INSERT_COLUMNS
+    assert columns is not None and tuple(c.strip() for c in columns.group(1).split(",")) == Run._fields
     picked = re.findall(r"r->>(\d+)", _INSERT_RUNS)
-    assert [int(i) for i in picked] == list(range(len(INSERT_COLUMNS)))
+    assert [int(i) for i in picked] == list(range(len(Run._fields)))
 
 
 def test_record_runs_failure_is_database_unavailable_and_not_retried():
