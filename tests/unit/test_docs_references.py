@@ -1,6 +1,7 @@
 """The documents name only what exists: every relative link (and its #anchor) of README.md, docs/, bench/ and
-the roles', worker's and suites' READMEs resolves, every repository path written in backticks exists, and every
-role-prefixed name they write in backticks (a variable, a fact, a module) still occurs in the code."""
+the roles', worker's and suites' READMEs resolves, every repository path written in backticks exists, every
+role-prefixed name they write in backticks (a variable, a fact, a module) still occurs in the code, and every table
+has as many cells in each row as in its header and ends before the prose after it."""
 
 from __future__ import annotations
 
@@ -95,6 +96,48 @@ def test_every_role_prefixed_name_still_occurs_in_the_code(doc: Path) -> None:
         if re.fullmatch(r"[a-z][a-z0-9_]+", name) and name.startswith(prefixes) and name not in words:
             gone.add(name)
     assert not gone, f"{doc.relative_to(ROOT)} names what the code no longer has: {sorted(gone)}"
+
+
+def _cells(row: str) -> int:
+    """Cells of a table row; a pipe inside a code span or escaped does not split."""
+    row = re.sub(r"`[^`]*`", "x", row.strip()).replace("\\|", "x")
+    return len(row.strip("|").split("|"))
+
+
+def table_faults(text: str) -> list[str]:
+    """Rows whose cell count differs from their table's header, and prose glued to a table's last row (which
+    the renderer takes for one more row)."""
+    lines = FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text).split("\n")
+    faults = []
+    number = 0
+    while number < len(lines) - 1:
+        if not (lines[number].startswith("|") and re.fullmatch(r"\|[\s:|-]+\|", lines[number + 1].strip())):
+            number += 1
+            continue
+        header = _cells(lines[number])
+        number += 2
+        while number < len(lines) and lines[number].startswith("|"):
+            if _cells(lines[number]) != header:
+                faults.append(f"line {number + 1}: {_cells(lines[number])} cells, the header has {header}")
+            number += 1
+        if number < len(lines) and lines[number].strip():
+            faults.append(f"line {number + 1}: no blank line between the table and {lines[number][:40]!r}")
+    return faults
+
+
+def test_table_faults_finds_a_short_row_and_glued_prose() -> None:
+    good = "| a | b |\n|---|---:|\n| `x | y` | 2 |\n\nprose\n"
+    assert table_faults(good) == []
+    assert table_faults("| a | b |\n|---|---|\n| 1 | 2 | 3 |\n") == ["line 3: 3 cells, the header has 2"]
+    assert table_faults("| a | b |\n|---|---|\n| 1 | 2 |\nprose\n") == [
+        "line 4: no blank line between the table and 'prose'"
+    ]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_table_is_well_formed(doc: Path) -> None:
+    faults = table_faults(doc.read_text(encoding="utf-8"))
+    assert not faults, f"{doc.relative_to(ROOT)}: {faults}"
 
 
 WORDS = _code_words()
