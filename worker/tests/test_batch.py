@@ -3,15 +3,17 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
-from account_worker.actions import Outcome
+from account_worker.actions import Outcome, default_action
+from account_worker.batch import BatchSettings
 from account_worker.decisions import Ack, DeadLetter, Requeue, Retry
 from account_worker.delivery import Delivery, requeue_all
 from account_worker.errors import DatabaseUnavailable, InvalidMessage, PermanentJobError, TransientJobError
 from account_worker.store import RecordedRun
-from fakes import FakeAction, FakeStore, batch_settings, process_batch
+from fakes import FakeAction, FakeStore, batch_settings, default_config, process_batch
 
 SOURCE = object()  # the session the test deliveries arrived on
 
@@ -59,8 +61,8 @@ def test_happy_batch_commits_once_and_acks_with_replies(store):
     assert not result.database_down
     assert verdicts(result) == [Ack, Ack]
     assert store.commits == 1
-    # First deliveries skip the redelivery lookup: the INSERT ... ON CONFLICT deduplicates them.
-    assert store.calls == ["lookup_hosts", "record_runs"]
+    # An action with side effects: every message_id is looked up before anything runs.
+    assert store.calls == ["lookup_hosts", "find_runs", "record_runs"]
     assert action.calls == [("m1", "host-1"), ("m2", "host-2")]
     expected = {"account_uuid": "u1", "host": "host-1", "status": "done", "message_id": "m1"}
     assert result.instructions[0].reply == expected
@@ -174,14 +176,38 @@ def test_race_with_other_worker_is_detected_at_record_time(store):
     assert result.instructions[0].reply["host"] == "other-host"
 
 
-def test_duplicate_publish_of_a_recorded_job_is_acked_once_recorded(store):
-    """Not redelivered, but its message_id was recorded before: the insert deduplicates it."""
+def test_a_senders_repeat_of_a_recorded_job_is_not_run_again(store):
+    """Not redelivered (a second publish, a copy given back), but its message_id was recorded: acked as a
+    duplicate with the first run's reply, and the action does not run a second time."""
     action = FakeAction()
     process_batch([delivery(1, "u1")], store, action, SETTINGS)
     again = process_batch([delivery(9, "u1", mid="m1", reply_to="r")], store, action, SETTINGS)
-    assert verdicts(again) == [Ack]
+    assert [i.decision for i in again.instructions] == [Ack(duplicate=True)]
+    assert action.calls == [("m1", "host-1")]
     assert len(store.runs) == 1
     assert again.instructions[0].reply["host"] == "host-1"
+
+
+def test_the_built_in_action_looks_up_only_redeliveries(store):
+    """Without side effects to guard, first deliveries skip the look-up: the INSERT ... ON CONFLICT answers a
+    repeat with the run recorded first."""
+    settings = replace(SETTINGS, look_up_every_run=False)
+    process_batch([delivery(1, "u1")], store, default_action, settings)
+    store.calls.clear()
+    again = process_batch([delivery(9, "u1", mid="m1", reply_to="r")], store, default_action, settings)
+    assert store.calls == ["lookup_hosts", "record_runs"]
+    assert [i.decision for i in again.instructions] == [Ack(duplicate=True)]
+    assert len(store.runs) == 1 and again.instructions[0].reply["host"] == "host-1"
+    store.calls.clear()
+    process_batch([delivery(9, "u1", mid="m1", redelivered=True)], store, default_action, settings)
+    assert store.calls == ["lookup_hosts", "find_runs"]
+
+
+def test_settings_look_up_every_run_unless_the_action_is_the_built_in_one():
+    cfg = default_config()
+    assert BatchSettings.from_config(cfg, default_action).look_up_every_run is False
+    assert BatchSettings.from_config(cfg, FakeAction()).look_up_every_run is True
+    assert BatchSettings.from_config(cfg).look_up_every_run is True
 
 
 def test_records_attempt_number(store):

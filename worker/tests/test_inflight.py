@@ -76,6 +76,45 @@ def test_runs_are_recorded_and_acked_in_completion_order_while_a_slow_one_runs(s
     assert all(not r.database_down for r in posted)
 
 
+def test_a_repeat_in_a_later_take_waits_for_the_running_one_and_is_answered_by_it(store, pool):
+    gate = threading.Event()
+    action = GatedAction({"slow": gate})
+    posted = Posted()
+    s = recorder(store, action, pool, posted)
+    s.take([delivery(1, "slow", mid="same")])
+    wait_for(lambda: "same" in action.started)
+    s.take([delivery(2, "slow", mid="same"), delivery(3)])  # not recorded yet: the look-up finds nothing
+    record_until(s, lambda: "m3" in store.runs)
+    gate.set()
+    record_until(s, lambda: s.in_flight == 0)
+    assert action.calls.count(("same", "host-slow")) == 1
+    by_tag = {i.delivery.tag: i.decision for result in posted for i in result.instructions}
+    assert by_tag == {1: Ack(), 2: Ack(duplicate=True), 3: Ack()}
+
+
+def test_a_repeat_runs_after_all_when_the_running_one_fails(store, pool):
+    gate = threading.Event()
+    calls: list[str] = []
+
+    def action(job, host):
+        calls.append(job.message_id)
+        if len(calls) == 1:
+            gate.wait(10)
+            raise TransientJobError("try again")
+        return "done"
+
+    posted = Posted()
+    s = recorder(store, action, pool, posted)
+    s.take([delivery(1, "flaky", mid="same")])
+    wait_for(lambda: calls == ["same"])
+    s.take([delivery(2, "flaky", mid="same")])
+    gate.set()
+    record_until(s, lambda: s.in_flight == 0 and "same" in store.runs)
+    by_tag = {i.delivery.tag: i.decision for result in posted for i in result.instructions}
+    assert isinstance(by_tag[1], Retry) and by_tag[2] == Ack()
+    assert calls == ["same", "same"]
+
+
 def test_room_bounds_what_is_in_flight(store, pool):
     gate = threading.Event()
     posted = Posted()

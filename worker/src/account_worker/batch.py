@@ -6,8 +6,8 @@ was stopped with it in flight) and processes each group in two phases, which inf
 also uses for concurrent processing:
 
 * prepare(): parse, check apikeys, look the hosts and the earlier runs up with one query
-  each; invalid messages, unknown accounts and redeliveries already recorded are decided
-  here, without running anything;
+  each; invalid messages, unknown accounts and jobs recorded before (a redelivery, or a
+  sender's repeat of a message_id) are decided here, without running anything;
 * record(): once the actions ran (execution.py), record every successful run in one
   transaction and instruct each delivery.
 
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from account_worker.actions import Action
+from account_worker.actions import Action, default_action
 from account_worker.config import Config
 from account_worker.decisions import ACK, ACK_DUPLICATE, Ack, DeadLetter, DeadLetterKind, Requeue, decide, reason_of
 from account_worker.delivery import BatchResult, Delivery, Instruction, requeue_all
@@ -47,14 +47,20 @@ class BatchSettings:
     retry_delay_ms: int
     apikey: str | None
     crash_limit: int  # returns to the queue (x-delivery-count) after which a message is dead-lettered
+    # Look every job's message_id up in job_runs before its action runs, so that a repeat of a
+    # recorded job (a sender's second publish, a copy the worker gave back) is not run again.
+    # False only for an action without side effects (the built-in one): then only redeliveries
+    # are looked up, and the INSERT's ON CONFLICT answers a repeat with the run recorded first.
+    look_up_every_run: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Config) -> BatchSettings:
+    def from_config(cls, cfg: Config, action: Action | None = None) -> BatchSettings:
         return cls(
             max_attempts=cfg.max_attempts,
             retry_delay_ms=cfg.retry_delay_ms,
             apikey=cfg.apikey,
             crash_limit=cfg.crash_limit,
+            look_up_every_run=action is not default_action,
         )
 
 
@@ -116,7 +122,7 @@ def prepare(
     """Parse, check apikeys, look hosts and earlier runs up (batched); a BatchResult if the database is down.
 
     Decided here: invalid messages, bad apikeys, unknown accounts, values the database
-    refuses, and redeliveries recorded before (acked as duplicates, no second side effect).
+    refuses, and jobs recorded before (acked as duplicates, no second side effect).
     """
     decided: list[Instruction] = []
     jobs: list[tuple[int, Job]] = []
@@ -147,7 +153,7 @@ def prepare(
         jobs.append((index, job))
 
     try:
-        hosts, done_before = _look_up(deliveries, jobs, store, fail)
+        hosts, done_before = _look_up(deliveries, jobs, store, fail, every_run=settings.look_up_every_run)
     except DatabaseUnavailable as exc:
         return requeue_all(deliveries, f"database unavailable: {exc}", database_down=True)
 
@@ -161,7 +167,7 @@ def prepare(
             continue
         delivery = deliveries[index]
         before = done_before.get(job.message_id)
-        if before is not None:  # redelivery: no second side effect
+        if before is not None:  # recorded before: no second side effect
             decided.append(_acked(delivery, job, before, True, log))
         elif job.message_id in to_run:  # duplicate within this group: only runs if the first one failed
             to_run[job.message_id].followers.append((delivery, job))
@@ -298,24 +304,26 @@ def _look_up(
     jobs: Sequence[tuple[int, Job]],
     store: Store,
     fail: Callable[[int, BaseException, int, Job], None],
+    *,
+    every_run: bool = True,
 ) -> tuple[dict[str, str], dict[str, RecordedRun]]:
-    """Hosts of the jobs' accounts and the runs recorded before for redelivered jobs.
+    """Hosts of the jobs' accounts and the runs recorded before, so that those jobs have no second side effect.
 
-    Only a redelivered job can have run before: those are looked up, so that they have no
-    second side effect; for the others the INSERT ... ON CONFLICT still deduplicates.  A
-    value the database refuses fails the jobs carrying it (narrowed down), not the batch.
-    Raises DatabaseUnavailable.
+    every_run: every job's message_id is looked up (a redelivery or a sender's repeat may have
+    run); else only the redelivered ones (for an action without side effects: the INSERT ...
+    ON CONFLICT deduplicates the others).  A value the database refuses fails the jobs
+    carrying it (narrowed down), not the batch.  Raises DatabaseUnavailable.
     """
     if not jobs:
         return {}, {}
     found, refused = narrow(sorted({job.account_uuid for _, job in jobs}), store.lookup_hosts)
     hosts = {uuid: host for part in found for uuid, host in part.items()}
     bad_accounts = {uuid: as_rejected(exc) for uuid, exc in refused}
-    redelivered = sorted({job.message_id for index, job in jobs if deliveries[index].redelivered})
+    wanted = sorted({job.message_id for index, job in jobs if every_run or deliveries[index].redelivered})
     done_before: dict[str, RecordedRun] = {}
     bad_ids: dict[str, RecordRejected] = {}
-    if redelivered:
-        found_runs, refused_ids = narrow(redelivered, store.find_runs)
+    if wanted:
+        found_runs, refused_ids = narrow(wanted, store.find_runs)
         done_before = {mid: run for part in found_runs for mid, run in part.items()}
         bad_ids = {mid: as_rejected(exc) for mid, exc in refused_ids}
     for index, job in jobs:

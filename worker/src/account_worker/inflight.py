@@ -6,7 +6,9 @@ look-ups: batch.prepare, one query per take), submits their actions, and records
 actions that finished, in completion order: every wake-up records what finished since
 the last one in one transaction (narrowed on failure, batch.record) and posts a
 BatchResult for just those deliveries.  A slow action therefore holds back its own
-delivery only: the others are recorded and acked as they finish.
+delivery only: the others are recorded and acked as they finish.  A delivery whose
+message is still running from an earlier take waits for that run and is answered by it
+(a duplicate), as a repeat within one take is: one message, one action at a time.
 
 Still true: nothing is acked before its run is committed (the I/O thread acts on the
 posted results); the database connection stays on the job thread (actions never touch
@@ -103,6 +105,9 @@ class Recorder:
         self._post = post
         self._flight = InFlight(pool, action, news)
         self._down = False  # the database was found down; cleared by resume()
+        # The action in flight for each message_id: a later take's delivery of the same message
+        # waits as its follower (answered by its run) instead of running it a second time.
+        self._running: dict[str, Pending] = {}
 
     @property
     def in_flight(self) -> int:
@@ -137,7 +142,16 @@ class Recorder:
         if prepared.decided:
             self._post(BatchResult(prepared.decided))
         for pending in prepared.to_run:
-            self._flight.submit(pending)
+            first = self._running.get(pending.job.message_id)
+            if first is None:
+                self._submit(pending)
+            else:  # the same message is running from an earlier take: as in one take, it answers this one
+                first.followers.append((pending.delivery, pending.job))
+                first.followers.extend(pending.followers)
+
+    def _submit(self, pending: Pending) -> None:
+        self._running[pending.job.message_id] = pending
+        self._flight.submit(pending)
 
     def _alone(self, batch: Sequence[Delivery]) -> None:
         """A take with suspects: record everything in flight, then process it as concurrency 1 does."""
@@ -157,10 +171,13 @@ class Recorder:
             return 0
         to_record: list[Finished] = []
         for item in finished:
+            message_id = item.pending.job.message_id
+            if self._running.get(message_id) is item.pending:
+                del self._running[message_id]
             # Once the database is down (or this action met it down), no duplicate starts.
             successor = None if self._down or isinstance(item.result, DatabaseUnavailable) else next_duplicate(item)
             if successor is not None:
-                self._flight.submit(successor)
+                self._submit(successor)
             to_record.append(item)
         if self._down:
             self._post(requeue_all(finished_deliveries(to_record), DOWN_REASON, database_down=True))

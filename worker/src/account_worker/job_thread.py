@@ -91,7 +91,7 @@ class JobThread:
         self._random = random
         self._log = logger
         self._secrets = cfg.secrets()
-        self._settings = BatchSettings.from_config(cfg)
+        self._settings = BatchSettings.from_config(cfg, action)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job", daemon=True)
         # Actions run on up to cfg.concurrency threads; the job thread records each run (in
