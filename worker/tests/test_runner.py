@@ -125,6 +125,38 @@ def test_graceful_shutdown_finishes_running_batch_and_requeues_buffered(cfg):
     assert broker.connections[0].ch.unacked == {}
 
 
+def test_shutdown_takes_one_grace_in_all_not_one_per_thread(cfg):
+    """A job outlasting the grace: the I/O thread's drain spends the grace, and the runner then waits for the job
+    thread only for what is left of it (nothing), not for a second grace, so the process stops within one."""
+    broker = Broker()
+    store = FakeJobStore({"u1": "h1"})
+    started = threading.Event()
+    release = threading.Event()
+
+    def action(job, host):
+        started.set()
+        release.wait(10)
+        return "done"
+
+    cfg = load_config({**dict(cfg_env(cfg)), "WORKER_SHUTDOWN_GRACE": "0.3"})
+    broker.publish("slow")
+    stop = threading.Event()
+    runner = Runner(cfg, store, action, stop, connect=broker.connect, random=lambda: 0.01)
+    joins: list[float] = []
+    join = runner._job.join
+    runner._job.join = lambda timeout: joins.append(timeout) or join(timeout)
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.setdefault("rc", runner.run()))
+    thread.start()
+    started.wait(5)
+    stop.set()
+    thread.join(5)
+    release.set()
+    assert outcome["rc"] == 0
+    assert joins == [0.0]  # the grace was spent by the I/O thread's drain, which ends only at its deadline
+    assert broker.settled("ack") == []  # not finished within the grace: unacked, the broker redelivers it
+
+
 def cfg_env(cfg):
     return {
         "WORKER_AMQP_URLS": ",".join(cfg.amqp_urls),

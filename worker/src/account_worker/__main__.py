@@ -1,5 +1,3 @@
-import sys
+from account_worker.main import run
 
-from account_worker.main import main
-
-sys.exit(main())
+run()

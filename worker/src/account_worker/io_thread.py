@@ -68,6 +68,7 @@ class IOThread:
         self._inbox: queue.Queue[JobReport] = queue.Queue()
         self._session: Session | None = None  # the open connection's session; read by the job thread
         self._paused = True  # no consumer until the job thread has reached the database
+        self._deadline: float | None = None  # the end of the shutdown grace, once shutting down began
 
     # ------------------------------------------------------------------ called from the job thread
 
@@ -77,6 +78,12 @@ class IOThread:
         session = self._session
         if session is not None:
             session.wake(functools.partial(self._apply_reports, session))
+
+    def grace_left(self) -> float:
+        """Seconds of the shutdown grace still to come: all of it unless shutting down began on a connection."""
+        if self._deadline is None:
+            return self._cfg.shutdown_grace
+        return max(0.0, self._deadline - self._clock())
 
     def is_current(self, delivery: Delivery) -> bool:
         """False for a delivery whose connection is gone (not worth processing: it will be redelivered)."""
@@ -174,7 +181,7 @@ class IOThread:
     def _shutdown(self, session: Session, job: JobThread) -> None:
         """Stop consuming, requeue what was not started, let the jobs in flight finish within the grace."""
         log_event(self._log, logging.INFO, "shutdown_started", grace=self._cfg.shutdown_grace)
-        deadline = self._clock() + self._cfg.shutdown_grace
+        deadline = self._deadline = self._clock() + self._cfg.shutdown_grace
         job.stop()
         self._stop_consuming(session, "shutdown")
         while job.is_alive() and self._clock() < deadline:

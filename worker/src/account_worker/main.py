@@ -8,16 +8,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from account_worker import __version__
 from account_worker.actions import Action, load_action
 from account_worker.config import SSH_ACTION, Config, load_config
 from account_worker.db import Database, HostCache
 from account_worker.errors import ConfigError
-from account_worker.logsetup import log_event, setup_logging
+from account_worker.logsetup import LOGGER_NAME, log_event, setup_logging
 from account_worker.observe import NO_OBSERVER
 from account_worker.runner import Runner
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h
+# How long exit() lets threads that are only winding down (an idle pool's) end before it stops waiting.
+THREADS_WIND_DOWN_SECONDS = 0.5
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -102,5 +105,48 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             close()
 
 
+def run() -> NoReturn:
+    """The program (`account-worker`): main(), then exit with its code at once."""
+    exit_now(main())
+
+
+def exit_now(
+    code: int,
+    *,
+    threads: Callable[[], list[threading.Thread]] = threading.enumerate,
+    hard_exit: Callable[[int], object] = os._exit,
+) -> NoReturn:
+    """Exit with `code`, also while an action's thread still runs past the shutdown grace.
+
+    The action pool's threads are not daemons, so Python would wait at exit for every
+    action still running; the grace is over by then and its delivery unacked (it is
+    redelivered).  Threads that are only winding down get THREADS_WIND_DOWN_SECONDS.
+    """
+    deadline = time.monotonic() + THREADS_WIND_DOWN_SECONDS
+    for thread in _running(threads):
+        thread.join(max(0.0, deadline - time.monotonic()))
+    still = _running(threads)
+    if still:
+        log = logging.getLogger(LOGGER_NAME)
+        log_event(
+            log,
+            logging.WARNING,
+            "exit_with_actions_running",
+            threads=len(still),
+            note="their deliveries are unacked and will be redelivered",
+        )
+        for handler in (*log.handlers, *logging.getLogger().handlers):
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        hard_exit(code)
+    sys.exit(code)
+
+
+def _running(threads: Callable[[], list[threading.Thread]]) -> list[threading.Thread]:
+    main_thread = threading.main_thread()
+    return [t for t in threads() if t is not main_thread and not t.daemon and t.is_alive()]
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -61,6 +61,8 @@ class Runner:
         finally:
             self._job.stop()
             if self._job.is_alive():
-                self._job.join(self._cfg.shutdown_grace)
+                # One grace in all: what the I/O thread's drain left of it (no connection, no ack now;
+                # a run that finishes meanwhile is still recorded, so its redelivery is a duplicate).
+                self._job.join(self._io.grace_left())
         log_event(self._log, logging.INFO, "worker_stopped")
         return 0
