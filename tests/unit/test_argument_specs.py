@@ -251,6 +251,21 @@ CASES = {
         {"firewall_enabled": True, "firewall_extra_rules": [{"name": "app", "ports": "80", "sources": ["10.0.0.0/8"]}]},
         "firewall_extra_rules",
     ),
+    "account host without the workers' keys": (
+        "account_host",
+        {"account_host_worker_sources": ["10.0.0.0/8"]},
+        "account_host_worker_keys",
+    ),
+    "apt pin without a version": (
+        "apt_source",
+        {"apt_source_name": "rabbitmq", "apt_source_pins": [{"package": "rabbitmq-server"}]},
+        "version",
+    ),
+    "sandboxed service without a unit": (
+        "systemd_sandbox",
+        {"systemd_sandbox_directives": ["ProtectHome=yes"]},
+        "systemd_sandbox_unit",
+    ),
 }
 
 
