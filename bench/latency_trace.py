@@ -148,7 +148,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=300, help="jobs timed (default 300)")
     parser.add_argument("--warmup", type=int, default=10, help="jobs left out first (default 10)")
-    parser.add_argument("--concurrency", type=int, default=4, help="WORKER_CONCURRENCY (default 4, the ssh action's)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="WORKER_CONCURRENCY (default 4: above 1, jobs pass through the action pool)",
+    )
     args = parser.parse_args()
     timed, stamps = round_trips(args.count, args.warmup, args.concurrency, stamped=True)
     report(timed, stamps, args.warmup)
