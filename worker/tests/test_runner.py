@@ -157,6 +157,32 @@ def test_shutdown_takes_one_grace_in_all_not_one_per_thread(cfg):
     assert broker.settled("ack") == []  # not finished within the grace: unacked, the broker redelivers it
 
 
+@pytest.mark.parametrize("concurrency", ["1", "4"])
+def test_an_idle_worker_lets_the_action_close_what_it_keeps_idle(cfg, concurrency):
+    """With no jobs, the job thread calls the action's close_idle (the ssh action's idle connections are
+    closed even when no further job comes); after a job, too."""
+
+    class KeepsConnections(FakeAction):
+        def __init__(self) -> None:
+            super().__init__()
+            self.idle_calls = 0
+
+        def close_idle(self) -> None:
+            self.idle_calls += 1
+
+    broker = Broker()
+    store = FakeJobStore({"u1": "h1"})
+    action = KeepsConnections()
+    cfg = load_config({**dict(cfg_env(cfg)), "WORKER_CONCURRENCY": concurrency})
+    stop, thread, outcome = start(cfg, store, action, broker)
+    wait_for(lambda: action.idle_calls >= 1)
+    broker.publish("one")
+    wait_for(lambda: broker.settled("ack") == ["one"])
+    calls = action.idle_calls
+    wait_for(lambda: action.idle_calls > calls)
+    assert finish(stop, thread, outcome) == 0
+
+
 def cfg_env(cfg):
     return {
         "WORKER_AMQP_URLS": ",".join(cfg.amqp_urls),

@@ -265,6 +265,16 @@ def test_idle_connections_are_closed_and_reopened_when_needed(pool):
     assert pool.handshakes == 2
 
 
+def test_the_action_closes_its_idle_connections_when_asked(pool):
+    action = SshAction(SETTINGS, COMMANDS, pool)
+    pool.run("a", "uptime")
+    action.close_idle()
+    assert not FakeClient.made[0].closed  # used within the idle timeout
+    pool.clock.now = 61
+    action.close_idle()
+    assert FakeClient.made[0].closed
+
+
 def test_a_broken_transport_is_replaced_once_before_anything_ran(pool):
     pool.run("a", "uptime")
     FakeClient.made[0].transport.broken_sessions = 1

@@ -92,6 +92,10 @@ class JobThread:
         self._log = logger
         self._secrets = cfg.secrets()
         self._settings = BatchSettings.from_config(cfg, action)
+        # An action holding resources between jobs (the ssh action's connections) may offer
+        # close_idle(): called whenever the job thread finds nothing to do.
+        close_idle = getattr(action, "close_idle", None)
+        self._close_idle: Callable[[], object] | None = close_idle if callable(close_idle) else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="job", daemon=True)
         # Actions run on up to cfg.concurrency threads; the job thread records each run (in
@@ -125,6 +129,7 @@ class JobThread:
             while not self._stop.is_set():
                 batch = take_batch(self._deliveries, self._cfg.batch_size, BATCH_WAIT_SECONDS, self._is_current)
                 if not batch:
+                    self._idle()
                     continue
                 if self._stop.is_set():
                     self._post(requeue_all(batch, "shutting down", database_down=False))
@@ -179,8 +184,9 @@ class JobThread:
                 if batch:
                     recorder.take(batch)
                 collected = recorder.record_finished(0)
-                if not batch and not collected and not recorder.database_down:
-                    self._news.wait(BATCH_WAIT_SECONDS)
+                quiet = not batch and not collected and not recorder.database_down
+                if quiet and not self._news.wait(BATCH_WAIT_SECONDS):
+                    self._idle()
                 if recorder.database_down:
                     recorder.drain()  # what is still running is given back as it finishes
                     log_event(self._log, logging.WARNING, "database_unavailable")
@@ -191,6 +197,15 @@ class JobThread:
         finally:
             if self._stop.is_set():
                 recorder.drain()
+
+    def _idle(self) -> None:
+        """Nothing arrived or finished for a while: let the action release what it keeps idle."""
+        if self._close_idle is None:
+            return
+        try:
+            self._close_idle()
+        except Exception as exc:  # noqa: BLE001 - tidying up must not stop the worker
+            log_event(self._log, logging.WARNING, "close_idle_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _wait_for_database(self) -> bool:
         """Ping until the database answers (capped backoff + jitter); False if told to stop."""

@@ -47,6 +47,10 @@ class SshAction:
             raise classify(exc, host, self._settings.user) from exc
         return exit_outcome(request.command, host, exit_status, stdout, stderr)
 
+    def close_idle(self) -> None:
+        """Close the connections no job used for WORKER_SSH_IDLE_TIMEOUT (the job thread calls it when idle)."""
+        self.pool.close_idle()
+
     def close(self) -> None:
         self.pool.close()
 
