@@ -97,17 +97,23 @@ def test_connection_loss_reconnects_and_deduplicates(cfg):
     assert list(store.runs) == ["x"]
 
 
-def test_graceful_shutdown_finishes_running_batch_and_requeues_buffered(cfg):
-    broker = Broker()
-    store = FakeJobStore({"u1": "h1"})
+def held_action():
+    """An action that reports its start and then waits for release (at most 10 s): (action, started, release)."""
     started = threading.Event()
     release = threading.Event()
 
     def action(job, host):
         started.set()
-        release.wait(5)
+        release.wait(10)
         return "done"
 
+    return action, started, release
+
+
+def test_graceful_shutdown_finishes_running_batch_and_requeues_buffered(cfg):
+    broker = Broker()
+    store = FakeJobStore({"u1": "h1"})
+    action, started, release = held_action()
     cfg = load_config({**dict(cfg_env(cfg)), "WORKER_BATCH_SIZE": "1", "WORKER_SHUTDOWN_GRACE": "3"})
     for n in range(4):
         broker.publish(f"m{n}")
@@ -130,14 +136,7 @@ def test_shutdown_takes_one_grace_in_all_not_one_per_thread(cfg):
     thread only for what is left of it (nothing), not for a second grace, so the process stops within one."""
     broker = Broker()
     store = FakeJobStore({"u1": "h1"})
-    started = threading.Event()
-    release = threading.Event()
-
-    def action(job, host):
-        started.set()
-        release.wait(10)
-        return "done"
-
+    action, started, release = held_action()
     cfg = load_config({**dict(cfg_env(cfg)), "WORKER_SHUTDOWN_GRACE": "0.3"})
     broker.publish("slow")
     stop = threading.Event()
