@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 
@@ -77,3 +79,71 @@ def test_every_step_of_the_table_is_one_series_with_an_erlang_entry() -> None:
 def test_not_a_version() -> None:
     with pytest.raises(ValueError, match="not a RabbitMQ version"):
         plan("3.10.8-1", "(none)")
+
+
+# ---------------------------------------------------------------- the one-node upgrade helper's feature flags
+
+# `rabbitmqctl --quiet --no-table-headers list_feature_flags name state stability`: tab-separated rows.
+FLAG_ROWS = "\n".join(
+    [
+        "classic_mirrored_queue_version\tenabled\tstable",
+        "khepri_db\tdisabled\tstable",
+        "message_containers\tdisabled\tstable",
+        "quorum_queue_non_voters\tdisabled\tstable",
+        "rabbitmq_4.2.0\tdisabled\texperimental",
+    ]
+)
+FAKE_CLI = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$CALLS"
+case "$(basename "$0") $*" in
+  "rabbitmqctl --quiet --no-table-headers list_feature_flags name state stability")
+    [ -n "$FAIL_LIST" ] && exit 70
+    printf '%s\\n' "$FLAG_ROWS" ;;
+esac
+"""
+
+
+def run_helper(tmp_path: Path, store: str, *, fail_list: bool = False) -> tuple[int, list[str]]:
+    """The rendered helper on one standalone node, every command it calls faked: (exit code, the calls)."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["bool"] = bool
+    text = env.from_string((ROLE / "templates/rabbitmq-upgrade-node.j2").read_text()).render(
+        ansible_managed="test",
+        rabbitmq_cluster_nodes=[],
+        _rabbitmq_clustered=False,
+        rabbitmq_start_timeout=1,
+        rabbitmq_metadata_store=store,
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    for name in ("rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-upgrade", "apt-get", "rabbitmq-restart-node"):
+        (bin_dir / name).write_text(FAKE_CLI)
+        (bin_dir / name).chmod(0o755)
+    helper = tmp_path / "rabbitmq-upgrade-node"
+    helper.write_text(text.replace("/usr/local/sbin/rabbitmq-restart-node", str(bin_dir / "rabbitmq-restart-node")))
+    calls = tmp_path / "calls"
+    env_vars = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls), "FLAG_ROWS": FLAG_ROWS}
+    if fail_list:
+        env_vars["FAIL_LIST"] = "1"
+    done = subprocess.run(["sh", str(helper), "4.1.4-1"], env=env_vars, capture_output=True, text=True, check=False)
+    return done.returncode, calls.read_text().splitlines() if calls.exists() else []
+
+
+def enabled(calls: list[str]) -> list[str]:
+    return [c.split()[-1] for c in calls if c.startswith("rabbitmqctl --quiet enable_feature_flag ")]
+
+
+def test_the_upgrade_helper_enables_the_stable_flags_by_name_never_khepri_unless_chosen(tmp_path: Path) -> None:
+    code, calls = run_helper(tmp_path / "mnesia", "mnesia")
+    assert code == 0, calls
+    assert enabled(calls) == ["message_containers", "quorum_queue_non_voters"]
+    assert not any(c.endswith("enable_feature_flag all") for c in calls)
+    assert any(c.startswith("apt-get install") for c in calls)  # and then it upgrades
+    code, calls = run_helper(tmp_path / "khepri", "khepri")
+    assert code == 0 and enabled(calls) == ["khepri_db", "message_containers", "quorum_queue_non_voters"]
+
+
+def test_the_upgrade_helper_stops_before_the_upgrade_when_the_flags_cannot_be_read(tmp_path: Path) -> None:
+    code, calls = run_helper(tmp_path, "mnesia", fail_list=True)
+    assert code != 0
+    assert not any(c.startswith("apt-get") for c in calls)
