@@ -60,12 +60,12 @@ class Deployment:
         binary = os.environ.get("PROD_ANSIBLE_PLAYBOOK", "ansible-playbook")
         return run_playbook(binary, self.inventory, playbook, *args, timeout=timeout)
 
-    def doctor(self, name: str) -> tuple[int, list[dict], str]:
-        """Run playbooks/doctor.yml; its exit code, its rows and the printed table."""
+    def doctor(self, name: str, *args: str) -> tuple[int, list[dict], str]:
+        """Run playbooks/doctor.yml (with `args`, e.g. a --limit); its exit code, its rows and the printed table."""
         report = self.reports / f"doctor-{name}.json"
         report.parent.mkdir(parents=True, exist_ok=True)
         report.unlink(missing_ok=True)
-        run = self.playbook("playbooks/doctor.yml", "-e", f"doctor_report_file={report}")
+        run = self.playbook("playbooks/doctor.yml", "-e", f"doctor_report_file={report}", *args)
         rows = json.loads(report.read_text()) if report.exists() else []
         table = _table(run.stdout)
         (self.reports / f"doctor-{name}.txt").write_text(table + "\n")

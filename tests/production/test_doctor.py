@@ -59,6 +59,13 @@ def test_a_stopped_worker_instance_is_named(deployment: Deployment) -> None:
         assert ready in broken, table
         # Prometheus may have scraped the stopped instance already: then its target is named too.
         assert set(broken) <= {ready, (deployment.monitoring, f"target worker {host}:9191")}
+        # Limited to that worker host (the controller not in the limit): its rows alone, the instance named.
+        rc, rows, table = deployment.doctor("worker-stopped-limit-worker", "--limit", host)
+        assert rc != 0 and {r["host"] for r in rows} == {host} and failing(rows) == [ready], table
+        # Limited to a broker: its rows alone, and it passes.
+        broker = deployment.brokers[0]
+        rc, rows, table = deployment.doctor("worker-stopped-limit-broker", "--limit", broker)
+        assert rc == 0 and rows and {r["host"] for r in rows} == {broker}, table
     finally:
         run_in(host, "sv", "start", f"{WORKER}-1")
         deployment.wait_targets_up()
