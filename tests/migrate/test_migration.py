@@ -104,6 +104,11 @@ def test_the_worker_consumes_from_green_only() -> None:
     # Sampled like the message counts: a worker that moved a few seconds ago may not show yet.
     consumers = settled(lambda: api(ENV["MIGRATE_GREEN_API"], "queues/app/jobs").get("consumers") or 0, done=bool)
     assert consumers >= 1
+    # Green serves AMQPS in this scenario: the worker moved to it over TLS (the shovels did too, or no message
+    # of blue's would be on green).
+    tls = [c.get("ssl") for c in api(ENV["MIGRATE_GREEN_API"], "connections")
+           if (c.get("client_properties") or {}).get("connection_name", "").startswith("account-worker@")]  # fmt: skip
+    assert tls and all(tls), f"the worker's connections to green, TLS or not: {tls}"
 
 
 def test_the_admin_logs_in_to_green() -> None:

@@ -77,11 +77,16 @@ def where_missing_jobs_are(cluster: Cluster, node: str, database_url: str, prefi
     queues = run_in(node, "rabbitmqctl", "-q", "list_queues", "-p", cluster.vhost, "name", "messages",
                     "messages_unacknowledged", check=False).stdout  # fmt: skip
     logged = []
+    events = "worker_starting|worker_stopped|crashed|amqp_connection_lost|amqp_connected|buffered_deliveries_dropped"
     for host in worker_hosts():
         for message_id in missing[:3]:
             out = run_in(host, "sh", "-c", f"grep -h -- '{message_id}' /var/log/{WORKER}-*/current | tail -5",
                          check=False).stdout  # fmt: skip
             logged += [f"{host}: {line}" for line in out.splitlines()]
+        # What the instances went through (restarts, crashes, reconnections), for the cause.
+        out = run_in(host, "sh", "-c", f"grep -E -H '{events}' /var/log/{WORKER}-*/current | tail -40",
+                     check=False).stdout  # fmt: skip
+        logged += [f"{host}: {line}" for line in out.splitlines()]
     return f"missing {len(missing)}: {missing[:10]}; queues: {queues.split()}; worker logs: {logged or 'nothing'}"
 
 

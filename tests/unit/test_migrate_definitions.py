@@ -174,3 +174,14 @@ def test_bad_migrate_variables_fail_before_anything_is_read(tmp_path: Path, bad:
     assert run.returncode != 0
     assert named in run.stdout, run.stdout[-2000:]
     assert "unreachable=1" not in run.stdout, "a broker was contacted before the variables were checked"
+
+
+def test_shovels_to_a_tls_green_keep_their_query_after_the_vhost() -> None:
+    queues = [{"vhost": "app", "name": "jobs"}, {"vhost": "/", "name": "other"}]
+    uri = "amqps://admin:pw@green1:5671/?cacertfile=/etc/rabbitmq/migrate-green-ca.pem&verify=verify_peer"
+    plan = migrate.migrate_shovel_plan(queues, [], uri)
+    dest = [s["value"]["dest-uri"] for s in plan["shovels"]]
+    assert dest == [
+        "amqps://admin:pw@green1:5671/app?cacertfile=/etc/rabbitmq/migrate-green-ca.pem&verify=verify_peer",
+        "amqps://admin:pw@green1:5671/%2F?cacertfile=/etc/rabbitmq/migrate-green-ca.pem&verify=verify_peer",
+    ]

@@ -22,7 +22,8 @@ sentences}. Rules:
 (blue's queue -> the same queue on green, acknowledged on blue once green confirmed it):
 {"shovels": every wanted shovel as {"key", "vhost", "name", "queue", "value"},
 "start": those not among `existing` (blue's `GET /api/parameters/shovel`)}. `dest_uri` is
-green's AMQP URI without the vhost (`amqp://user:password@host:port/`).
+green's AMQP URI without the vhost (`amqp://user:password@host:port/`), or its AMQPS URI with the TLS
+parameters as a query (`amqps://user:password@host:5671/?cacertfile=...`), the vhost put before it.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def _vhost_path(vhost: str) -> str:
     return urllib.parse.quote(vhost, safe="")
 
 
+def _with_vhost(uri: str, vhost: str) -> str:
+    """`uri` (ending in the path's "/", perhaps followed by a query) with the vhost as its path."""
+    base, query = uri.split("?", 1) if "?" in uri else (uri, "")
+    return base + _vhost_path(vhost) + ("?" + query if query else "")
+
+
 def migrate_shovel_plan(queues: list[dict[str, str]], existing: list[dict[str, Any]], dest_uri: str) -> dict[str, Any]:
     running = {(p["vhost"], p["name"]) for p in existing if str(p.get("name", "")).startswith(SHOVEL_PREFIX)}
     shovels = []
@@ -100,7 +107,7 @@ def migrate_shovel_plan(queues: list[dict[str, str]], existing: list[dict[str, A
             "src-uri": "amqp:///" + _vhost_path(vhost),
             "src-queue": name,
             "dest-protocol": "amqp091",
-            "dest-uri": dest_uri + _vhost_path(vhost),
+            "dest-uri": _with_vhost(dest_uri, vhost),
             "dest-queue": name,
             "dest-add-forward-headers": False,
             "ack-mode": "on-confirm",
