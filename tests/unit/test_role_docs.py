@@ -90,7 +90,8 @@ def test_defaults_comments_are_one_line_at_most(role: Path) -> None:
 
 def test_every_readme_table_is_rendered_from_the_argument_specs() -> None:
     stale = [str(path.relative_to(ROOT)) for path in role_docs.stale()]
-    assert not stale, f"README variable tables differ from meta/argument_specs.yml, run .venv/bin/python scripts/role-docs: {stale}"
+    fix = ".venv/bin/python scripts/role-docs"
+    assert not stale, f"README variable tables differ from meta/argument_specs.yml, run {fix}: {stale}"
 
 
 def test_the_check_names_a_stale_readme(tmp_path: Path) -> None:
