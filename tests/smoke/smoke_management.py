@@ -10,11 +10,28 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from smoke_errors import SmokeError, tls_reason
 from smoke_settings import Target
 
 T = TypeVar("T")
+
+# A pooled keep-alive connection the server closed a moment before fails the next request with
+# "Connection aborted" although the API is fine (seen once in a scenario's smoke run): idempotent
+# calls (GET, PUT, DELETE) are sent again, at most twice, and a failure is reported as before.
+# POST (a publish through the API) is never repeated.
+RETRY = Retry(
+    total=2,
+    connect=2,
+    read=2,
+    status=0,
+    other=0,
+    backoff_factor=0.2,
+    allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE"}),
+    raise_on_status=False,
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,9 @@ class Management:
         self.user = user
         self.timeout = target.timeout
         self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=RETRY)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.auth = (user, password)
         # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a session's `verify`.
         self.verify = target.http_verify()
